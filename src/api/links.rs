@@ -1,0 +1,166 @@
+//! Handlers of `/api/v1/links`: parse, call `links`, answer. Nothing else.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::auth::Authorized;
+use crate::api::problem::{Code, Problem};
+use crate::ids::LinkId;
+use crate::links::{self, CreateLink, LinkError};
+use crate::state::SharedState;
+
+/// Most links in one array request (DESIGN §3).
+pub const MAX_BATCH: usize = 1000;
+
+impl From<LinkError> for Problem {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Url(e) => e.into(),
+            LinkError::BadExpiry => Problem::new(Code::InvalidJson, e.to_string()),
+            LinkError::Store(e) => e.into(),
+            LinkError::IdConflict(_) => Problem::new(Code::InvalidUrl, e.to_string()),
+        }
+    }
+}
+
+/// Reads the body ourselves so every failure is a problem with DESIGN's code.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                Code::PayloadTooLarge,
+                "the request body is larger than --max-body",
+            )
+        } else {
+            Problem::new(Code::InvalidJson, r.body_text())
+        }
+    })
+}
+
+fn parse_one(v: serde_json::Value) -> Result<CreateLink, Problem> {
+    // Check the URL's length before serde sees it, so a huge URL is a 413, not a 400.
+    if let Some(u) = v.get("url").and_then(|u| u.as_str()) {
+        crate::canon::CanonicalUrl::parse(u)
+            .map(drop)
+            .or_else(|e| match e {
+                crate::canon::CanonError::TooLong { .. } => Err(Problem::from(e)),
+                _ => Ok(()),
+            })?;
+    }
+    serde_json::from_value(v).map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))
+}
+
+pub async fn create(
+    _: Authorized,
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body_bytes(body)?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))?;
+    match value {
+        serde_json::Value::Array(items) => create_batch(&state, items).await,
+        v @ serde_json::Value::Object(_) => {
+            let req = parse_one(v)?;
+            let c = links::create(&state, &req).await?;
+            let status = if c.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(links::view(&state.public_base, &c.record))).into_response())
+        }
+        _ => Err(Problem::new(
+            Code::InvalidJson,
+            "the body must be a JSON object or an array of objects",
+        )),
+    }
+}
+
+/// An array answers an array: each item a link or a problem. 201 when every item
+/// succeeded and one was new, 200 when all already existed, 207 when any failed.
+async fn create_batch(
+    state: &SharedState,
+    items: Vec<serde_json::Value>,
+) -> Result<Response, Problem> {
+    if items.is_empty() {
+        return Err(Problem::new(Code::InvalidJson, "the array is empty"));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(Problem::new(
+            Code::PayloadTooLarge,
+            format!("{} links in one request; at most {MAX_BATCH}", items.len()),
+        ));
+    }
+    let parsed: Vec<Result<CreateLink, Problem>> = items.into_iter().map(parse_one).collect();
+    let valid: Vec<CreateLink> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = links::create_many(state, &valid).await.into_iter();
+    let (mut any_failed, mut any_created) = (false, false);
+    let out: Vec<serde_json::Value> = parsed
+        .into_iter()
+        .map(|p| {
+            let r = p.and_then(|_| {
+                // One outcome per valid item, in order.
+                outcomes
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(LinkError::Store(crate::store::StoreError::Unavailable(
+                            "no answer".into(),
+                        )))
+                    })
+                    .map_err(Problem::from)
+            });
+            match r {
+                Ok(c) => {
+                    any_created |= c.created;
+                    serde_json::to_value(links::view(&state.public_base, &c.record))
+                        .unwrap_or_default()
+                }
+                Err(p) => {
+                    any_failed = true;
+                    p.to_json()
+                }
+            }
+        })
+        .collect();
+    let status = match (any_failed, any_created) {
+        (true, _) => StatusCode::MULTI_STATUS,
+        (false, true) => StatusCode::CREATED,
+        (false, false) => StatusCode::OK,
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+fn parse_id(id: &str) -> Result<LinkId, Problem> {
+    LinkId::parse(id).ok_or_else(Problem::not_found)
+}
+
+pub async fn get(
+    _: Authorized,
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let record = state.links.get(&id).await?.ok_or_else(Problem::not_found)?;
+    Ok(Json(links::view(&state.public_base, &record)).into_response())
+}
+
+pub async fn delete(
+    _: Authorized,
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let id = parse_id(&id)?;
+    if state.links.delete(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found())
+    }
+}

@@ -1,0 +1,196 @@
+//! The `medialink` command line (DESIGN §10): one clap definition, one function per
+//! subcommand. Errors print one line to stderr and exit non-zero (2: usage or config).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ServeArgs, StoreArgs};
+use crate::policy::Kind;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "medialink",
+    version,
+    about = "Short links that serve verified image and audio bytes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service.
+    Serve(Box<ServeArgs>),
+    /// Print a short URL for URL (through a running server, or the local store).
+    Shorten(ShortenArgs),
+    /// Apply the store's migrations and exit.
+    Migrate(StoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShortenArgs {
+    pub url: String,
+    #[arg(long, default_value = "any")]
+    pub kind: Kind,
+    /// Fetch and check the media now (needs a server: --server).
+    #[arg(long)]
+    pub verify: bool,
+    /// A running medialink to ask (else the local store is used directly).
+    #[arg(long, env = "MEDIALINK_SERVER")]
+    pub server: Option<url::Url>,
+    #[arg(long, env = "MEDIALINK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Base of the short URL when using the local store.
+    #[arg(
+        long,
+        env = "MEDIALINK_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// A failure of a command: the message, and the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(m: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: m.into(),
+        }
+    }
+    pub fn failed(m: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: m.into(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
+    init_tracing(json_logs);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medialink: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("medialink: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
+    match cmd {
+        Command::Serve(args) => crate::server::run(*args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| match e {
+                crate::server::ServeError::Config(m) => Failure::usage(m),
+                other => Failure::failed(other.to_string()),
+            }),
+        Command::Shorten(args) => shorten(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate(args) => {
+            let key = args.id_key().map_err(Failure::usage)?;
+            let store = crate::store::open(&args.location(), key)
+                .await
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            store.close().await;
+            println!("migrations applied: {}", redact(&args.location()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Hides a password in a store URL before printing it.
+fn redact(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => location.to_owned(),
+    }
+}
+
+async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
+    if let Some(server) = &args.server {
+        let token = args
+            .token
+            .as_deref()
+            .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
+        let link = crate::client::Client::new(server.clone(), token.to_owned())
+            .map_err(|e| Failure::usage(e.to_string()))?
+            .shorten(&args.url, args.kind, args.verify)
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        println!("{}", link.short_url);
+        return Ok(());
+    }
+    if args.verify {
+        return Err(Failure::usage(
+            "--verify fetches the media: give --server (a running medialink)",
+        ));
+    }
+    let key = args.store.id_key().map_err(Failure::usage)?;
+    let store = crate::store::open(&args.store.location(), key)
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let state = crate::state::AppState {
+        links: crate::store::HotStore::new(store),
+        tokens: Default::default(),
+        public_base: args.public_url.trim_end_matches('/').to_owned(),
+    };
+    let req = crate::links::CreateLink {
+        url: args.url,
+        kind: args.kind,
+        verify: false,
+        convert: None,
+        pin: None,
+        expires_in: None,
+    };
+    let result = crate::links::create(&state, &req).await;
+    state.links.inner().close().await;
+    let created = result.map_err(|e| match e {
+        crate::links::LinkError::Url(e) => Failure::usage(e.to_string()),
+        other => Failure::failed(other.to_string()),
+    })?;
+    println!(
+        "{}",
+        crate::links::short_url(&state.public_base, &created.record)
+    );
+    Ok(())
+}

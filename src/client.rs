@@ -1,0 +1,114 @@
+//! A client of medialink's own API, for the CLI commands that talk to a running
+//! server (`shorten --server`, `send`). Problems come back as typed errors.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::Kind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad server URL: {0}")]
+    BadServer(String),
+    #[error("cannot reach medialink at {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    /// The server answered with a problem (DESIGN §3).
+    #[error("medialink refused ({status} {code}): {detail}")]
+    Problem {
+        status: u16,
+        code: String,
+        detail: String,
+    },
+    #[error("unexpected answer from medialink: {0}")]
+    Protocol(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LinkAnswer {
+    pub id: String,
+    pub short_url: String,
+    pub url: String,
+    #[serde(default)]
+    pub media: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ProblemBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    detail: String,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: url::Url,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: url::Url, token: String) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            // Verification fetches the upstream before answering: allow its 30 s.
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::BadServer(e.to_string()))?;
+        Ok(Self {
+            base: server,
+            token,
+            http,
+        })
+    }
+
+    fn endpoint(&self, path: &str) -> Result<url::Url, ClientError> {
+        let base = self.base.as_str().trim_end_matches('/');
+        url::Url::parse(&format!("{base}{path}")).map_err(|e| ClientError::BadServer(e.to_string()))
+    }
+
+    pub async fn shorten(
+        &self,
+        url: &str,
+        kind: Kind,
+        verify: bool,
+    ) -> Result<LinkAnswer, ClientError> {
+        self.create(&serde_json::json!({"url": url, "kind": kind, "verify": verify}))
+            .await
+    }
+
+    /// `POST /api/v1/links` with any create body.
+    pub async fn create(&self, body: &serde_json::Value) -> Result<LinkAnswer, ClientError> {
+        let res = self
+            .http
+            .post(self.endpoint("/api/v1/links")?)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                server: self.base.to_string(),
+                detail: e.to_string(),
+            })?;
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
+            server: self.base.to_string(),
+            detail: e.to_string(),
+        })?;
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+        } else {
+            let p: ProblemBody = serde_json::from_slice(&bytes).unwrap_or(ProblemBody {
+                code: String::new(),
+                detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            });
+            Err(ClientError::Problem {
+                status,
+                code: p.code,
+                detail: p.detail,
+            })
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Configuration: every flag and environment variable of DESIGN §7, from one clap
+//! definition, resolved into the values the server runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use ipnet::IpNet;
+use url::Url;
+
+use crate::policy::Profile;
+
+/// Parses sizes such as `256MiB`, `1MiB`, `5000`, `0`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{s}` is not a size (try 256MiB): {e}"))
+}
+
+/// Parses durations such as `30s`, `1500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration (try 30s): {e}"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory for the embedded store and pinned blobs.
+    #[arg(long, env = "MEDIALINK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Store location: sqlite://PATH or postgres://... [default: sqlite://{data-dir}/medialink.db]
+    #[arg(long, env = "MEDIALINK_STORE")]
+    pub store: Option<String>,
+    /// Fixed id key (64 hex digits) instead of the one kept in the store.
+    #[arg(long, env = "MEDIALINK_ID_KEY", hide_env_values = true)]
+    pub id_key: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn location(&self) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("medialink.db").display()))
+    }
+
+    pub fn id_key(&self) -> Result<Option<crate::ids::IdKey>, String> {
+        self.id_key
+            .as_deref()
+            .map(|s| {
+                crate::ids::IdKey::from_hex(s)
+                    .ok_or_else(|| "--id-key must be 64 hex digits".to_owned())
+            })
+            .transpose()
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080, or 0.0.0.0:$PORT when PORT is set]
+    #[arg(long, env = "MEDIALINK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Base of the short URLs handed out [default: http://{listen}]
+    #[arg(long, env = "MEDIALINK_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Accepted API bearer token (repeatable; env: comma-separated).
+    #[arg(
+        long = "api-token",
+        env = "MEDIALINK_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+    /// PEM certificate chain for HTTPS (with --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "MEDIALINK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with --tls-cert).
+    #[arg(long, env = "MEDIALINK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Media policy: whatsapp or any.
+    #[arg(long, env = "MEDIALINK_PROFILE", default_value = "whatsapp")]
+    pub profile: Profile,
+    /// Size limit of every media type under the `any` profile.
+    #[arg(long, env = "MEDIALINK_ANY_MAX_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    pub any_max_bytes: u64,
+    /// Bytes of verified media kept in memory (0 disables the cache).
+    #[arg(long, env = "MEDIALINK_CACHE_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub cache_bytes: u64,
+    /// Largest API request body.
+    #[arg(long, env = "MEDIALINK_MAX_BODY", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_body: u64,
+    /// Whole upstream fetch, body included.
+    #[arg(long, env = "MEDIALINK_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Upstream TCP (and TLS) connect.
+    #[arg(long, env = "MEDIALINK_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// DNS resolution when a link is created (a timeout counts as "does not resolve now").
+    #[arg(long, env = "MEDIALINK_RESOLVE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub resolve_timeout: Duration,
+    /// Allow upstreams on loopback/private/link-local addresses (tests, intranets).
+    #[arg(long, env = "MEDIALINK_ALLOW_PRIVATE_UPSTREAMS")]
+    pub allow_private_upstreams: bool,
+    /// Allow upstreams in this range only (repeatable; env: comma-separated).
+    #[arg(
+        long = "allow-upstream-cidr",
+        env = "MEDIALINK_ALLOW_UPSTREAM_CIDRS",
+        value_delimiter = ','
+    )]
+    pub allow_upstream_cidrs: Vec<IpNet>,
+    /// Log format: text or json (filter with RUST_LOG).
+    #[arg(long, env = "MEDIALINK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Serve /metrics on this address instead of the main listener.
+    #[arg(long, env = "MEDIALINK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "MEDIALINK_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    /// The listen address: the flag or env, else `PORT` (as hosting platforms set
+    /// it, meaning every interface), else loopback 8080.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        if let Some(a) = self.listen {
+            return Ok(a);
+        }
+        match std::env::var("PORT") {
+            Ok(p) => p
+                .trim()
+                .parse::<u16>()
+                .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
+                .map_err(|_| format!("PORT=`{p}` is not a port number")),
+            Err(_) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
+    }
+
+    /// Short URLs start with this (no trailing slash).
+    pub fn public_base(&self, bound: SocketAddr) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        match &self.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+            None => format!("{scheme}://{bound}"),
+        }
+    }
+}

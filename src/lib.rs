@@ -1,0 +1,35 @@
+//! medialink: a media proxy and URL shortener for messaging gateways.
+//!
+//! A sender asks for a short link to a long (often signed) media URL; medialink keeps
+//! it under a short keyed id and serves the media at `/m/{id}.{ext}` with a type it
+//! verified from the bytes. The map, in the order a request flows (DESIGN §1):
+//!
+//! - [`config`]: flags and environment, from one clap definition.
+//! - [`server`]: the accept loop (hyper, optional rustls), graceful shutdown.
+//! - [`api`]: the JSON API handlers, auth, request ids, and the one place errors
+//!   become RFC 9457 problems ([`api::problem`]).
+//! - [`media`]: the `/m/` proxy handler: cache, fetch, verify, serve with ranges.
+//! - [`links`]: link creation and presentation; [`ids`] and [`canon`] make the
+//!   types (`LinkId`, `CanonicalUrl`) that cannot be wrong.
+//! - [`store`]: the `Store` trait (SQLite embedded, PostgreSQL shared) and the map
+//!   of hot links in front of it.
+//! - [`fetch`]: reqwest behind the SSRF guard ([`fetch::guard`]).
+//! - [`sniff`] + [`policy`]: what the bytes are, and whether the link accepts them.
+//! - [`convert`]: into what the phone plays (JPEG, OGG/Opus).
+//! - [`cache`]: the bounded media cache with single-flight misses.
+//! - [`sender`]: the ChatFlow gateway client and delivery.
+//! - [`client`]: medialink's own API, for the CLI; [`cli`]: the command line.
+
+pub mod api;
+pub mod canon;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod ids;
+pub mod links;
+pub mod media;
+pub mod policy;
+pub mod server;
+pub mod sniff;
+pub mod state;
+pub mod store;

@@ -1,0 +1,209 @@
+//! Link creation and presentation: turns a create request into a stored link (through
+//! canonicalization, the creation-time address check, optional verification) and a
+//! stored link into the JSON of DESIGN §3.
+//!
+//! It never speaks HTTP; handlers in `api::links` do.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::canon::{CanonError, CanonicalUrl};
+use crate::ids::LinkId;
+use crate::policy::Kind;
+use crate::sniff::MediaType;
+use crate::state::AppState;
+use crate::store::{IdPlan, LinkRecord, MediaInfo, NewLink, Put, StoreError, now_unix};
+
+/// Longest `expires_in` accepted: ten years.
+const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
+
+/// The body of `POST /api/v1/links` (or one item of an array).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLink {
+    pub url: String,
+    #[serde(default = "default_kind")]
+    pub kind: Kind,
+    #[serde(default)]
+    pub verify: bool,
+    #[serde(default)]
+    pub convert: Option<bool>,
+    #[serde(default)]
+    pub pin: Option<bool>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+fn default_kind() -> Kind {
+    Kind::Any
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Url(#[from] CanonError),
+    #[error("expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")]
+    BadExpiry,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the id {0} is already used by another URL")]
+    IdConflict(LinkId),
+}
+
+/// A link as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkView {
+    pub id: LinkId,
+    pub short_url: String,
+    pub url: String,
+    pub kind: Kind,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaView {
+    pub content_type: String,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converted_from: Option<String>,
+}
+
+pub fn rfc3339(unix: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The short URL's extension: from the verified media type when known, else from the
+/// upstream path when it names a media type, else none (DESIGN §2).
+pub fn extension(record: &LinkRecord) -> Option<&'static str> {
+    if let Some(m) = &record.media {
+        if let Some(t) = MediaType::from_mime(&m.content_type) {
+            return Some(t.ext());
+        }
+    }
+    record
+        .url
+        .path_extension()
+        .and_then(|e| MediaType::from_ext(&e))
+        .map(MediaType::ext)
+}
+
+pub fn short_url(public_base: &str, record: &LinkRecord) -> String {
+    match extension(record) {
+        Some(ext) => format!("{public_base}/m/{}.{ext}", record.id),
+        None => format!("{public_base}/m/{}", record.id),
+    }
+}
+
+pub fn view(public_base: &str, record: &LinkRecord) -> LinkView {
+    LinkView {
+        id: record.id.clone(),
+        short_url: short_url(public_base, record),
+        url: record.url.as_str().to_owned(),
+        kind: record.kind,
+        created_at: rfc3339(record.created_at),
+        expires_at: record.expires_at.map(rfc3339),
+        media: record.media.as_ref().map(|m| MediaView {
+            content_type: m.content_type.clone(),
+            bytes: m.bytes,
+            converted_from: m.converted_from.clone(),
+        }),
+    }
+}
+
+/// What a create produced.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub record: LinkRecord,
+    /// False when the URL was already stored (idempotent create: `200`).
+    pub created: bool,
+}
+
+/// Everything about one request that can be decided before the store is touched.
+fn prepare(state: &AppState, req: &CreateLink, now: i64) -> Result<NewLink, LinkError> {
+    let url = CanonicalUrl::parse(&req.url)?;
+    let expires_at = match req.expires_in {
+        None => None,
+        Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => Some(now + s as i64),
+        Some(_) => return Err(LinkError::BadExpiry),
+    };
+    Ok(NewLink {
+        plan: IdPlan::Derived(state.links.inner().id_key().derive(&url)),
+        url,
+        kind: req.kind,
+        created_at: now,
+        expires_at,
+        convert: req.convert,
+        media: None::<MediaInfo>,
+    })
+}
+
+/// Creates (or finds) every link of a request in one store round trip, so an array
+/// of 1,000 links costs one transaction. Results keep the order of `reqs`.
+pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Created, LinkError>> {
+    let now = now_unix();
+    let mut results: Vec<Option<Result<Created, LinkError>>> = Vec::with_capacity(reqs.len());
+    let mut pending = Vec::new();
+    let mut slots = Vec::new();
+    for (i, req) in reqs.iter().enumerate() {
+        match prepare(state, req, now) {
+            Ok(new) => {
+                pending.push(new);
+                slots.push(i);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if !pending.is_empty() {
+        match state.links.put_if_absent(pending).await {
+            Ok(puts) => {
+                for (slot, put) in slots.into_iter().zip(puts) {
+                    results[slot] = Some(match put {
+                        Put::Created(record) => Ok(Created {
+                            record,
+                            created: true,
+                        }),
+                        Put::Existing(record) => Ok(Created {
+                            record,
+                            created: false,
+                        }),
+                        Put::Conflict(id) => Err(LinkError::IdConflict(id)),
+                    });
+                }
+            }
+            Err(e) => {
+                for slot in slots {
+                    results[slot] = Some(Err(LinkError::Store(e.clone())));
+                }
+            }
+        }
+    }
+    // Every slot was filled above: either at preparation or from the store's answer.
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(LinkError::Store(StoreError::Unavailable(
+                    "no answer".into(),
+                )))
+            })
+        })
+        .collect()
+}
+
+pub async fn create(state: &AppState, req: &CreateLink) -> Result<Created, LinkError> {
+    create_many(state, std::slice::from_ref(req))
+        .await
+        .pop()
+        .unwrap_or_else(|| {
+            Err(LinkError::Store(StoreError::Unavailable(
+                "no answer".into(),
+            )))
+        })
+}

@@ -1,0 +1,155 @@
+//! The listener: our own accept loop (so TLS, connection limits and header timeouts
+//! are ours), hyper's auto HTTP/1.1 + HTTP/2 connection builder, and graceful
+//! shutdown on SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then
+//! flush the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::api;
+use crate::api::auth::Tokens;
+use crate::config::ServeArgs;
+use crate::state::{AppState, SharedState};
+use crate::store::{self, HotStore};
+
+/// An unfinished request head is dropped after this (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head; past it hyper answers 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// Builds the shared state from the configuration.
+pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<SharedState, ServeError> {
+    let id_key = args.store.id_key().map_err(ServeError::Config)?;
+    let store = store::open(&args.store.location(), id_key).await?;
+    let tokens = Tokens::new(args.api_tokens.iter().map(String::as_str));
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
+        );
+    }
+    Ok(Arc::new(AppState {
+        links: HotStore::new(store),
+        tokens,
+        public_base,
+    }))
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let addr = args.listen_addr().map_err(ServeError::Config)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let state = build_state(&args, args.public_base(bound)).await?;
+    let app = api::router(Arc::clone(&state), args.max_body as usize);
+    // The line tests and operators wait for; keep its shape.
+    tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
+    serve(listener, app, shutdown_signal(), args.shutdown_grace).await;
+    state.links.inner().close().await;
+    tracing::info!("medialink stopped");
+    Ok(())
+}
+
+/// Accepts connections until `shutdown` resolves, then waits up to `grace` for the
+/// connections in flight.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: waiting for requests in flight"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the connections left"),
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,17 @@
+//! `AppState`: everything a request handler shares, built once from the parsed
+//! configuration and passed to handlers behind one `Arc` (no globals).
+
+use std::sync::Arc;
+
+use crate::api::auth::Tokens;
+use crate::store::HotStore;
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    /// Links, through the hot map.
+    pub links: HotStore,
+    pub tokens: Tokens,
+    /// `{public_url}` without a trailing slash; short URLs start with it.
+    pub public_base: String,
+}
