@@ -1,0 +1,101 @@
+//! The bounded in-memory cache of verified media (`--cache-bytes`), keyed by link id.
+//! Concurrent misses for one id share one fetch (moka's `try_get_with`), and only
+//! whole, verified bodies ever enter it: a failed fetch caches nothing.
+
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::ids::LinkId;
+use crate::sniff::MediaType;
+
+/// Verified bytes with the response headers they need, computed once per entry so a
+/// hit formats nothing.
+#[derive(Debug)]
+pub struct Media {
+    pub bytes: Bytes,
+    pub media_type: MediaType,
+    /// What the upstream sent, when the bytes were converted.
+    pub converted_from: Option<MediaType>,
+    pub expires_at: Option<i64>,
+    pub content_type: HeaderValue,
+    pub content_length: HeaderValue,
+    pub etag: HeaderValue,
+}
+
+impl Media {
+    pub fn new(bytes: Bytes, media_type: MediaType, converted_from: Option<MediaType>, expires_at: Option<i64>) -> Self {
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            content_type: HeaderValue::from_static(media_type.mime()),
+            content_length: HeaderValue::from(bytes.len()),
+            // Hex inside quotes: always a valid header value.
+            etag: HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"0\"")),
+            bytes,
+            media_type,
+            converted_from,
+            expires_at,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MediaCache {
+    inner: Option<moka::future::Cache<LinkId, Arc<Media>>>,
+}
+
+impl MediaCache {
+    /// `max_bytes` 0 disables caching: every request goes to the upstream.
+    pub fn new(max_bytes: u64) -> Self {
+        let inner = (max_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(max_bytes)
+                // Count the bytes plus a little for the entry itself; moka weights are u32.
+                .weigher(|_, m: &Arc<Media>| u32::try_from(m.bytes.len() + 256).unwrap_or(u32::MAX))
+                .build()
+        });
+        Self { inner }
+    }
+
+    pub async fn get(&self, id: &LinkId) -> Option<Arc<Media>> {
+        self.inner.as_ref()?.get(id).await
+    }
+
+    /// Returns the cached media or runs `fetch` once for all concurrent callers.
+    pub async fn get_or_fetch<E, F>(&self, id: &LinkId, fetch: F) -> Result<Arc<Media>, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Media, E>>,
+        E: Send + Sync + 'static,
+    {
+        match &self.inner {
+            Some(c) => c.try_get_with(id.clone(), async move { fetch.await.map(Arc::new) }).await,
+            None => fetch.await.map(Arc::new).map_err(Arc::new),
+        }
+    }
+
+    pub async fn insert(&self, id: LinkId, media: Arc<Media>) {
+        if let Some(c) = &self.inner {
+            c.insert(id, media).await;
+        }
+    }
+
+    pub async fn invalidate(&self, id: &LinkId) {
+        if let Some(c) = &self.inner {
+            c.invalidate(id).await;
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        if let Some(c) = &self.inner {
+            c.invalidate_all();
+        }
+    }
+
+    /// Bytes currently held (approximate: moka applies writes lazily).
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.weighted_size())
+    }
+}
