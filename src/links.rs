@@ -8,7 +8,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use crate::cache::Media;
 use crate::canon::{CanonError, CanonicalUrl};
+use crate::fetch::FetchError;
+use crate::media::verify::{self, MediaError};
 use crate::ids::LinkId;
 use crate::policy::Kind;
 use crate::sniff::MediaType;
@@ -49,6 +56,12 @@ pub enum LinkError {
     Store(#[from] StoreError),
     #[error("the id {0} is already used by another URL")]
     IdConflict(LinkId),
+    /// The upstream's address is refused for sure (DESIGN §5, checked at creation).
+    #[error(transparent)]
+    Forbidden(FetchError),
+    /// `verify: true` and the media is not acceptable.
+    #[error(transparent)]
+    Media(MediaError),
 }
 
 /// A link as the API shows it.
@@ -143,18 +156,57 @@ fn prepare(state: &AppState, req: &CreateLink, now: i64) -> Result<NewLink, Link
     })
 }
 
+/// Verifications run at once for one batch; each may download up to the policy's limit.
+const VERIFY_CONCURRENCY: usize = 16;
+
+/// The creation-time address check and, with `verify: true`, the whole pipeline.
+/// Returns the verified media to store with the link and to warm the cache with.
+async fn check(state: &AppState, req: &CreateLink, new: &NewLink) -> Result<Option<Media>, LinkError> {
+    state.fetcher.check_at_creation(new.url.url()).await.map_err(|e| match e {
+        FetchError::Forbidden { .. } => LinkError::Forbidden(e),
+        other => LinkError::Media(MediaError::Fetch(other)),
+    })?;
+    if !req.verify {
+        return Ok(None);
+    }
+    let probe = LinkRecord {
+        id: LinkId::parse("0000000000").unwrap_or_else(|| unreachable!("a valid literal id")),
+        url: new.url.clone(),
+        kind: new.kind,
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        convert: new.convert,
+        media: None,
+    };
+    verify::fetch_verified(state, &probe).await.map(Some).map_err(LinkError::Media)
+}
+
 /// Creates (or finds) every link of a request in one store round trip, so an array
 /// of 1,000 links costs one transaction. Results keep the order of `reqs`.
 pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Created, LinkError>> {
     let now = now_unix();
+    let prepared: Vec<Result<NewLink, LinkError>> = reqs.iter().map(|r| prepare(state, r, now)).collect();
+    // Address checks (and verifications) of all items run concurrently.
+    let checked: Vec<Result<(NewLink, Option<Media>), LinkError>> =
+        futures_util::stream::iter(reqs.iter().zip(prepared))
+            .map(|(req, p)| async move {
+                let mut new = p?;
+                let media = check(state, req, &new).await?;
+                new.media = media.as_ref().map(Media::info);
+                Ok((new, media))
+            })
+            .buffered(VERIFY_CONCURRENCY)
+            .collect()
+            .await;
+
     let mut results: Vec<Option<Result<Created, LinkError>>> = Vec::with_capacity(reqs.len());
     let mut pending = Vec::new();
     let mut slots = Vec::new();
-    for (i, req) in reqs.iter().enumerate() {
-        match prepare(state, req, now) {
-            Ok(new) => {
+    for (i, c) in checked.into_iter().enumerate() {
+        match c {
+            Ok((new, media)) => {
                 pending.push(new);
-                slots.push(i);
+                slots.push((i, media));
                 results.push(None);
             }
             Err(e) => results.push(Some(Err(e))),
@@ -163,22 +215,19 @@ pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Cr
     if !pending.is_empty() {
         match state.links.put_if_absent(pending).await {
             Ok(puts) => {
-                for (slot, put) in slots.into_iter().zip(puts) {
+                for ((slot, media), put) in slots.into_iter().zip(puts) {
                     results[slot] = Some(match put {
-                        Put::Created(record) => Ok(Created {
-                            record,
-                            created: true,
-                        }),
-                        Put::Existing(record) => Ok(Created {
-                            record,
-                            created: false,
-                        }),
+                        Put::Created(record) => Ok(Created { record, created: true }),
+                        Put::Existing(record) => Ok(Created { record, created: false }),
                         Put::Conflict(id) => Err(LinkError::IdConflict(id)),
                     });
+                    if let (Some(Ok(c)), Some(media)) = (&mut results[slot], media) {
+                        remember_verified(state, c, media).await;
+                    }
                 }
             }
             Err(e) => {
-                for slot in slots {
+                for (slot, _) in slots {
                     results[slot] = Some(Err(LinkError::Store(e.clone())));
                 }
             }
@@ -187,14 +236,21 @@ pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Cr
     // Every slot was filled above: either at preparation or from the store's answer.
     results
         .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(LinkError::Store(StoreError::Unavailable(
-                    "no answer".into(),
-                )))
-            })
-        })
+        .map(|r| r.unwrap_or_else(|| Err(LinkError::Store(StoreError::Unavailable("no answer".into())))))
         .collect()
+}
+
+/// A verified create warms the cache (the gateway's fetch follows within seconds) and,
+/// for a link that existed without media info, records what the bytes are.
+async fn remember_verified(state: &AppState, c: &mut Created, media: Media) {
+    let info = media.info();
+    if c.record.media.as_ref() != Some(&info) && !c.created {
+        if let Err(e) = state.links.set_media(&c.record.id, &info).await {
+            tracing::warn!(error = %e, id = %c.record.id, "could not record the verified media type");
+        }
+        c.record.media = Some(info);
+    }
+    state.cache.insert(c.record.id.clone(), Arc::new(media)).await;
 }
 
 pub async fn create(state: &AppState, req: &CreateLink) -> Result<Created, LinkError> {

@@ -18,7 +18,10 @@ use tower::ServiceExt;
 
 use crate::api;
 use crate::api::auth::Tokens;
+use crate::cache::MediaCache;
 use crate::config::ServeArgs;
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::policy::Policy;
 use crate::state::{AppState, SharedState};
 use crate::store::{self, HotStore};
 

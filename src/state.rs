@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use crate::api::auth::Tokens;
+use crate::cache::MediaCache;
+use crate::fetch::Fetcher;
+use crate::policy::Policy;
 use crate::store::HotStore;
 
 pub type SharedState = Arc<AppState>;
@@ -14,4 +17,7 @@ pub struct AppState {
     pub tokens: Tokens,
     /// `{public_url}` without a trailing slash; short URLs start with it.
     pub public_base: String,
+    pub policy: Policy,
+    pub fetcher: Fetcher,
+    pub cache: MediaCache,
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::auth::Authorized;
-use crate::api::problem::{Code, Problem};
+use crate::api::problem::{Code, Context, Problem};
 use crate::ids::LinkId;
 use crate::links::{self, CreateLink, LinkError};
 use crate::state::SharedState;
@@ -23,6 +23,8 @@ impl From<LinkError> for Problem {
             LinkError::BadExpiry => Problem::new(Code::InvalidJson, e.to_string()),
             LinkError::Store(e) => e.into(),
             LinkError::IdConflict(_) => Problem::new(Code::InvalidUrl, e.to_string()),
+            LinkError::Forbidden(e) => Problem::new(Code::ForbiddenUpstream, e.to_string()),
+            LinkError::Media(e) => crate::media::media_problem(&e, Context::Create),
         }
     }
 }
@@ -158,7 +160,9 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let id = parse_id(&id)?;
-    if state.links.delete(&id).await? {
+    let deleted = state.links.delete(&id).await?;
+    state.cache.invalidate(&id).await;
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found())
