@@ -51,7 +51,9 @@ fn parse() -> Opts {
             "--token" => o.token = val(),
             "--url" => o.url = Some(val()),
             "--concurrency" | "-c" => o.concurrency = val().parse().expect("number"),
-            "--duration" | "-d" => o.duration = humantime::parse_duration(&val()).expect("duration"),
+            "--duration" | "-d" => {
+                o.duration = humantime::parse_duration(&val()).expect("duration")
+            }
             "--batch" => o.batch = val().parse().expect("number"),
             "--preload" => o.preload = val().parse().expect("number"),
             "--serve-arg" => o.extra.push(val()),
@@ -77,7 +79,14 @@ fn spawn_server(o: &Opts) -> (String, Spawned) {
     use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tmp");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medialink"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-token", &o.token, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-token",
+            &o.token,
+            "--data-dir",
+        ])
         .arg(dir.path())
         .args(&o.extra)
         .env("RUST_LOG", "warn,medialink::server=info")
@@ -88,7 +97,10 @@ fn spawn_server(o: &Opts) -> (String, Spawned) {
     let mut lines = std::io::BufReader::new(stderr).lines();
     let addr = loop {
         let line = lines.next().expect("medialink exited").expect("read");
-        if let Some(a) = line.split_whitespace().find_map(|w| w.strip_prefix("listen=")) {
+        if let Some(a) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+        {
             break a.to_owned();
         }
     };
@@ -101,9 +113,13 @@ struct Conn {
 }
 
 async fn connect(authority: &str) -> Conn {
-    let tcp = tokio::net::TcpStream::connect(authority).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect");
     tcp.set_nodelay(true).ok();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     Conn { sender }
 }
@@ -120,7 +136,9 @@ impl Conn {
 
 /// Unique URLs across workers and runs, so every create is a real insert.
 fn link_url(run: u64, worker: usize, i: u64) -> String {
-    format!("https://cdn.example.com/bench/{run}/{worker}/{i}.jpg?X-Amz-Signature=0123456789abcdef&token=t")
+    format!(
+        "https://cdn.example.com/bench/{run}/{worker}/{i}.jpg?X-Amz-Signature=0123456789abcdef&token=t"
+    )
 }
 
 #[tokio::main]
@@ -161,8 +179,14 @@ async fn main() {
     let errors = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..o.concurrency {
-        let (authority, base, token, mode) = (authority.clone(), base.clone(), o.token.clone(), o.mode.clone());
-        let (stop, done, errors, get_url) = (stop.clone(), done.clone(), errors.clone(), get_url.clone());
+        let (authority, base, token, mode) = (
+            authority.clone(),
+            base.clone(),
+            o.token.clone(),
+            o.mode.clone(),
+        );
+        let (stop, done, errors, get_url) =
+            (stop.clone(), done.clone(), errors.clone(), get_url.clone());
         let batch = o.batch;
         workers.push(tokio::spawn(async move {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();

@@ -26,14 +26,20 @@ pub struct Media {
 }
 
 impl Media {
-    pub fn new(bytes: Bytes, media_type: MediaType, converted_from: Option<MediaType>, expires_at: Option<i64>) -> Self {
+    pub fn new(
+        bytes: Bytes,
+        media_type: MediaType,
+        converted_from: Option<MediaType>,
+        expires_at: Option<i64>,
+    ) -> Self {
         let digest = Sha256::digest(&bytes);
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         Self {
             content_type: HeaderValue::from_static(media_type.mime()),
             content_length: HeaderValue::from(bytes.len()),
             // Hex inside quotes: always a valid header value.
-            etag: HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"0\"")),
+            etag: HeaderValue::from_str(&format!("\"{hex}\""))
+                .unwrap_or(HeaderValue::from_static("\"0\"")),
             bytes,
             media_type,
             converted_from,
@@ -71,7 +77,10 @@ impl MediaCache {
         E: Send + Sync + 'static,
     {
         match &self.inner {
-            Some(c) => c.try_get_with(id.clone(), async move { fetch.await.map(Arc::new) }).await,
+            Some(c) => {
+                c.try_get_with(id.clone(), async move { fetch.await.map(Arc::new) })
+                    .await
+            }
             None => fetch.await.map(Arc::new).map_err(Arc::new),
         }
     }

@@ -53,6 +53,13 @@ pub struct ShortenArgs {
     pub store: StoreArgs,
 }
 
+/// The serve flags alone, to build a local state with their defaults (and env).
+#[derive(Parser, Debug)]
+struct ServeOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
 /// A failure of a command: the message, and the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {
@@ -165,15 +172,14 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
             "--verify fetches the media: give --server (a running medialink)",
         ));
     }
-    let key = args.store.id_key().map_err(Failure::usage)?;
-    let store = crate::store::open(&args.store.location(), key)
-        .await
-        .map_err(|e| Failure::failed(e.to_string()))?;
-    let state = crate::state::AppState {
-        links: crate::store::HotStore::new(store),
-        tokens: Default::default(),
-        public_base: args.public_url.trim_end_matches('/').to_owned(),
-    };
+    let mut serve = ServeOnly::try_parse_from(["serve"])
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .args;
+    serve.store = args.store.clone();
+    let state =
+        crate::server::build_state(&serve, args.public_url.trim_end_matches('/').to_owned())
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))?;
     let req = crate::links::CreateLink {
         url: args.url,
         kind: args.kind,

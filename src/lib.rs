@@ -21,10 +21,13 @@
 //! - [`client`]: medialink's own API, for the CLI; [`cli`]: the command line.
 
 pub mod api;
+pub mod cache;
 pub mod canon;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod convert;
+pub mod fetch;
 pub mod ids;
 pub mod links;
 pub mod media;

@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 use crate::cache::Media;
 use crate::canon::{CanonError, CanonicalUrl};
 use crate::fetch::FetchError;
-use crate::media::verify::{self, MediaError};
 use crate::ids::LinkId;
+use crate::media::verify::{self, MediaError};
 use crate::policy::Kind;
 use crate::sniff::MediaType;
 use crate::state::AppState;
@@ -161,11 +161,19 @@ const VERIFY_CONCURRENCY: usize = 16;
 
 /// The creation-time address check and, with `verify: true`, the whole pipeline.
 /// Returns the verified media to store with the link and to warm the cache with.
-async fn check(state: &AppState, req: &CreateLink, new: &NewLink) -> Result<Option<Media>, LinkError> {
-    state.fetcher.check_at_creation(new.url.url()).await.map_err(|e| match e {
-        FetchError::Forbidden { .. } => LinkError::Forbidden(e),
-        other => LinkError::Media(MediaError::Fetch(other)),
-    })?;
+async fn check(
+    state: &AppState,
+    req: &CreateLink,
+    new: &NewLink,
+) -> Result<Option<Media>, LinkError> {
+    state
+        .fetcher
+        .check_at_creation(new.url.url())
+        .await
+        .map_err(|e| match e {
+            FetchError::Forbidden { .. } => LinkError::Forbidden(e),
+            other => LinkError::Media(MediaError::Fetch(other)),
+        })?;
     if !req.verify {
         return Ok(None);
     }
@@ -178,23 +186,37 @@ async fn check(state: &AppState, req: &CreateLink, new: &NewLink) -> Result<Opti
         convert: new.convert,
         media: None,
     };
-    verify::fetch_verified(state, &probe).await.map(Some).map_err(LinkError::Media)
+    verify::fetch_verified(state, &probe)
+        .await
+        .map(Some)
+        .map_err(LinkError::Media)
+}
+
+async fn check_one(
+    state: &AppState,
+    req: &CreateLink,
+    prepared: Result<NewLink, LinkError>,
+) -> Result<(NewLink, Option<Media>), LinkError> {
+    let mut new = prepared?;
+    let media = check(state, req, &new).await?;
+    new.media = media.as_ref().map(Media::info);
+    Ok((new, media))
 }
 
 /// Creates (or finds) every link of a request in one store round trip, so an array
 /// of 1,000 links costs one transaction. Results keep the order of `reqs`.
 pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Created, LinkError>> {
     let now = now_unix();
-    let prepared: Vec<Result<NewLink, LinkError>> = reqs.iter().map(|r| prepare(state, r, now)).collect();
+    let prepared: Vec<Result<NewLink, LinkError>> =
+        reqs.iter().map(|r| prepare(state, r, now)).collect();
     // Address checks (and verifications) of all items run concurrently.
+    let checks: Vec<_> = reqs
+        .iter()
+        .zip(prepared)
+        .map(|(req, p)| check_one(state, req, p))
+        .collect();
     let checked: Vec<Result<(NewLink, Option<Media>), LinkError>> =
-        futures_util::stream::iter(reqs.iter().zip(prepared))
-            .map(|(req, p)| async move {
-                let mut new = p?;
-                let media = check(state, req, &new).await?;
-                new.media = media.as_ref().map(Media::info);
-                Ok((new, media))
-            })
+        futures_util::stream::iter(checks)
             .buffered(VERIFY_CONCURRENCY)
             .collect()
             .await;
@@ -217,8 +239,14 @@ pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Cr
             Ok(puts) => {
                 for ((slot, media), put) in slots.into_iter().zip(puts) {
                     results[slot] = Some(match put {
-                        Put::Created(record) => Ok(Created { record, created: true }),
-                        Put::Existing(record) => Ok(Created { record, created: false }),
+                        Put::Created(record) => Ok(Created {
+                            record,
+                            created: true,
+                        }),
+                        Put::Existing(record) => Ok(Created {
+                            record,
+                            created: false,
+                        }),
                         Put::Conflict(id) => Err(LinkError::IdConflict(id)),
                     });
                     if let (Some(Ok(c)), Some(media)) = (&mut results[slot], media) {
@@ -236,7 +264,13 @@ pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Cr
     // Every slot was filled above: either at preparation or from the store's answer.
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(LinkError::Store(StoreError::Unavailable("no answer".into())))))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(LinkError::Store(StoreError::Unavailable(
+                    "no answer".into(),
+                )))
+            })
+        })
         .collect()
 }
 
@@ -250,7 +284,10 @@ async fn remember_verified(state: &AppState, c: &mut Created, media: Media) {
         }
         c.record.media = Some(info);
     }
-    state.cache.insert(c.record.id.clone(), Arc::new(media)).await;
+    state
+        .cache
+        .insert(c.record.id.clone(), Arc::new(media))
+        .await;
 }
 
 pub async fn create(state: &AppState, req: &CreateLink) -> Result<Created, LinkError> {

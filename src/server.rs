@@ -53,11 +53,34 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
             "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
         );
     }
+    let fetcher =
+        Fetcher::new(fetch_config(args)).map_err(|e| ServeError::Config(e.to_string()))?;
+    if args.allow_private_upstreams {
+        tracing::warn!(
+            "--allow-private-upstreams: upstreams on private and loopback addresses are allowed"
+        );
+    }
     Ok(Arc::new(AppState {
         links: HotStore::new(store),
         tokens,
         public_base,
+        policy: Policy {
+            profile: args.profile,
+            any_max_bytes: args.any_max_bytes,
+        },
+        fetcher,
+        cache: MediaCache::new(args.cache_bytes),
     }))
+}
+
+pub fn fetch_config(args: &ServeArgs) -> FetchConfig {
+    FetchConfig {
+        connect_timeout: args.connect_timeout,
+        timeout: args.upstream_timeout,
+        resolve_timeout: args.resolve_timeout,
+        allow_private: args.allow_private_upstreams,
+        allow_cidrs: args.allow_upstream_cidrs.clone(),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {

@@ -105,7 +105,8 @@ fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
     };
     let (status, body) = match range::parse(range_header, len) {
         RangeReq::Full => {
-            res.headers_mut().insert(header::CONTENT_LENGTH, media.content_length.clone());
+            res.headers_mut()
+                .insert(header::CONTENT_LENGTH, media.content_length.clone());
             (StatusCode::OK, media.bytes.clone())
         }
         RangeReq::Partial { start, end } => {
@@ -113,14 +114,21 @@ fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).unwrap_or(BYTES.clone()),
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+                    .unwrap_or(BYTES.clone()),
             );
             // `Bytes::slice` shares the cached buffer: no copy.
-            (StatusCode::PARTIAL_CONTENT, media.bytes.slice(start as usize..=end as usize))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                media.bytes.slice(start as usize..=end as usize),
+            )
         }
         RangeReq::Unsatisfiable => {
-            let mut p = Problem::new(Code::RangeNotSatisfiable, format!("the media is {len} bytes long"))
-                .into_response();
+            let mut p = Problem::new(
+                Code::RangeNotSatisfiable,
+                format!("the media is {len} bytes long"),
+            )
+            .into_response();
             p.headers_mut().insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{len}")).unwrap_or(BYTES.clone()),
@@ -138,5 +146,7 @@ fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
 fn etag_matches(header: &HeaderValue, etag: &HeaderValue) -> bool {
     let Ok(s) = header.to_str() else { return false };
     let ours = etag.as_bytes();
-    s.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").as_bytes() == ours)
+    s.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").as_bytes() == ours)
 }

@@ -24,19 +24,27 @@ pub fn parse(header: Option<&str>, len: u64) -> RangeReq {
     };
     let num = |s: &str| -> Option<u64> {
         let s = s.trim();
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
     };
     match (a.trim().is_empty(), b.trim().is_empty()) {
         // bytes=-N: the last N bytes.
         (true, false) => match num(b) {
             Some(0) => RangeReq::Unsatisfiable,
-            Some(n) if len > 0 => RangeReq::Partial { start: len.saturating_sub(n), end: len - 1 },
+            Some(n) if len > 0 => RangeReq::Partial {
+                start: len.saturating_sub(n),
+                end: len - 1,
+            },
             Some(_) => RangeReq::Unsatisfiable,
             None => RangeReq::Full,
         },
         // bytes=A-: from A to the end.
         (false, true) => match num(a) {
-            Some(start) if start < len => RangeReq::Partial { start, end: len - 1 },
+            Some(start) if start < len => RangeReq::Partial {
+                start,
+                end: len - 1,
+            },
             Some(_) => RangeReq::Unsatisfiable,
             None => RangeReq::Full,
         },
@@ -44,7 +52,10 @@ pub fn parse(header: Option<&str>, len: u64) -> RangeReq {
             // A last position before the first is syntactically invalid: ignore it.
             (Some(start), Some(end)) if end < start => RangeReq::Full,
             (Some(start), Some(_)) if start >= len => RangeReq::Unsatisfiable,
-            (Some(start), Some(end)) => RangeReq::Partial { start, end: end.min(len - 1) },
+            (Some(start), Some(end)) => RangeReq::Partial {
+                start,
+                end: end.min(len - 1),
+            },
             _ => RangeReq::Full,
         },
         (true, true) => RangeReq::Full,
@@ -54,8 +65,8 @@ pub fn parse(header: Option<&str>, len: u64) -> RangeReq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use RangeReq::*;
+    use proptest::prelude::*;
 
     #[test]
     fn table() {

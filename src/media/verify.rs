@@ -57,7 +57,9 @@ impl Media {
 
 /// Whether this link converts: its own choice, else the profile's default for its kind.
 pub fn converts(state: &AppState, record: &LinkRecord) -> bool {
-    record.convert.unwrap_or_else(|| state.policy.convert_default(record.kind))
+    record
+        .convert
+        .unwrap_or_else(|| state.policy.convert_default(record.kind))
 }
 
 pub async fn fetch_verified(state: &AppState, record: &LinkRecord) -> Result<Media, MediaError> {
@@ -68,10 +70,16 @@ pub async fn fetch_verified(state: &AppState, record: &LinkRecord) -> Result<Med
 }
 
 /// Sniff, decide, convert: everything after the bytes arrived whole.
-pub async fn verify_bytes(state: &AppState, record: &LinkRecord, bytes: Bytes) -> Result<Media, MediaError> {
+pub async fn verify_bytes(
+    state: &AppState,
+    record: &LinkRecord,
+    bytes: Bytes,
+) -> Result<Media, MediaError> {
     let convert = converts(state, record);
     let found = sniff::sniff(&bytes)?;
-    let decision = state.policy.decide(record.kind, convert, found, bytes.len() as u64)?;
+    let decision = state
+        .policy
+        .decide(record.kind, convert, found, bytes.len() as u64)?;
     let (bytes, media_type, from) = match decision {
         Decision::Serve => (bytes, found, None),
         Decision::ConvertToJpeg => {
@@ -96,7 +104,10 @@ fn audio_source(t: MediaType) -> Result<AudioSource, MediaError> {
         MediaType::OggVorbis => AudioSource::OggVorbis,
         MediaType::AmrNb => AudioSource::AmrNb,
         other => {
-            return Err(MediaError::Convert { from: other.name(), detail: "no decoder for this format".into() });
+            return Err(MediaError::Convert {
+                from: other.name(),
+                detail: "no decoder for this format".into(),
+            });
         }
     })
 }
@@ -108,7 +119,13 @@ async fn run_convert(
 ) -> Result<Bytes, MediaError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(c)) => Ok(Bytes::from(c.bytes)),
-        Ok(Err(e)) => Err(MediaError::Convert { from: from.name(), detail: e.to_string() }),
-        Err(e) => Err(MediaError::Convert { from: from.name(), detail: format!("converter failed: {e}") }),
+        Ok(Err(e)) => Err(MediaError::Convert {
+            from: from.name(),
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(MediaError::Convert {
+            from: from.name(),
+            detail: format!("converter failed: {e}"),
+        }),
     }
 }

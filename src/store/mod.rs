@@ -107,6 +107,20 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flushes pending writes and stops background work.
     async fn close(&self);
+    /// Deletions made by other replicas sharing this store, as they happen. `None`
+    /// for a store only this process uses.
+    fn invalidations(&self) -> Option<tokio::sync::broadcast::Receiver<Invalidation>> {
+        None
+    }
+}
+
+/// What another replica changed, so caches in this one drop it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// This id was deleted.
+    Id(LinkId),
+    /// Notifications may have been missed (the listener reconnected): drop everything.
+    All,
 }
 
 /// Opens the store a `--store` location names: `sqlite://PATH` or `postgres://...`.

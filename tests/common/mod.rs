@@ -2,6 +2,7 @@
 //! with its own data dir, and talk to it.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -133,7 +134,10 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// SIGTERM, then wait for the exit status.
@@ -187,7 +191,12 @@ pub async fn create(s: &Server, body: serde_json::Value) -> (u16, serde_json::Va
 }
 
 pub async fn get_json(s: &Server, path: &str) -> (u16, serde_json::Value) {
-    let res = http().get(s.url(path)).bearer_auth(TOKEN).send().await.expect("request");
+    let res = http()
+        .get(s.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("request");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
@@ -198,12 +207,17 @@ pub fn assert_problem(status: u16, body: &serde_json::Value, want_status: u16, w
     assert_eq!(body["code"], want_code, "body: {body}");
     assert_eq!(body["status"], want_status, "body: {body}");
     assert!(body["title"].is_string() && body["type"].is_string() && body["detail"].is_string());
-    assert!(body["request_id"].is_string(), "problem repeats the request id: {body}");
+    assert!(
+        body["request_id"].is_string(),
+        "problem repeats the request id: {body}"
+    );
 }
 
 /// A signed-looking URL of about `len` bytes with `&`, `=`, `%2F` and `token=` inside.
 pub fn signed_url(base: &str, len: usize) -> String {
-    let mut u = format!("{base}?X-Amz-Credential=AKIA%2F20261124%2Fus-east-1&token=abc=def&caption=x&X-Amz-Signature=");
+    let mut u = format!(
+        "{base}?X-Amz-Credential=AKIA%2F20261124%2Fus-east-1&token=abc=def&caption=x&X-Amz-Signature="
+    );
     let mut i = 0u64;
     while u.len() < len {
         u.push_str(&format!("{:x}", i.wrapping_mul(0x9E3779B97F4A7C15) % 16));

@@ -20,7 +20,11 @@ pub enum Reply {
     /// Redirect (302) to this absolute URL.
     Redirect(String),
     /// Headers announce the full length, only `send` bytes come, then the connection drops.
-    Cut { content_type: &'static str, body: Vec<u8>, send: usize },
+    Cut {
+        content_type: &'static str,
+        body: Vec<u8>,
+        send: usize,
+    },
     /// Headers, then nothing for `secs`.
     Stall { secs: u64 },
     /// Body gzip-compressed with Content-Encoding: gzip.
@@ -52,7 +56,9 @@ impl Upstream {
 
     pub async fn start_on(bind: &str) -> Upstream {
         let inner = Arc::new(Inner::default());
-        let listener = tokio::net::TcpListener::bind(bind).await.expect("bind upstream");
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(tokio::sync::Notify::new());
         let app = axum::Router::new()
@@ -72,11 +78,21 @@ impl Upstream {
     }
 
     pub fn set(&self, path: &str, reply: Reply) {
-        self.inner.routes.lock().unwrap().insert(path.trim_start_matches('/').to_owned(), reply);
+        self.inner
+            .routes
+            .lock()
+            .unwrap()
+            .insert(path.trim_start_matches('/').to_owned(), reply);
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        *self.inner.hits.lock().unwrap().get(path.trim_start_matches('/')).unwrap_or(&0)
+        *self
+            .inner
+            .hits
+            .lock()
+            .unwrap()
+            .get(path.trim_start_matches('/'))
+            .unwrap_or(&0)
     }
 
     pub fn total_hits(&self) -> usize {
@@ -93,7 +109,11 @@ impl Upstream {
     }
 }
 
-async fn serve(State(inner): State<Arc<Inner>>, Path(path): Path<String>, headers: HeaderMap) -> Response {
+async fn serve(
+    State(inner): State<Arc<Inner>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     inner.total.fetch_add(1, Ordering::SeqCst);
     *inner.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     inner.headers_seen.lock().unwrap().push(headers);
@@ -109,22 +129,33 @@ fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
         match reply {
             Reply::Bytes(status, ct, body) => {
                 let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
-                r.headers_mut().insert("content-type", HeaderValue::from_static(ct));
-                r.headers_mut().insert("set-cookie", HeaderValue::from_static("session=upstream-secret"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static(ct));
+                r.headers_mut().insert(
+                    "set-cookie",
+                    HeaderValue::from_static("session=upstream-secret"),
+                );
                 r
             }
             Reply::Redirect(to) => {
                 let mut r = StatusCode::FOUND.into_response();
-                r.headers_mut().insert("location", HeaderValue::from_str(&to).unwrap());
+                r.headers_mut()
+                    .insert("location", HeaderValue::from_str(&to).unwrap());
                 r
             }
-            Reply::Cut { content_type, body, send } => {
+            Reply::Cut {
+                content_type,
+                body,
+                send,
+            } => {
                 let len = body.len();
                 let first = body[..send.min(len)].to_vec();
                 let stream = async_stream(first);
                 let mut r = Response::new(Body::from_stream(stream));
-                r.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
-                r.headers_mut().insert("content-length", HeaderValue::from(len));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static(content_type));
+                r.headers_mut()
+                    .insert("content-length", HeaderValue::from(len));
                 r
             }
             Reply::Stall { secs } => {
@@ -133,16 +164,20 @@ fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
                     Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"late"))
                 });
                 let mut r = Response::new(Body::from_stream(stream));
-                r.headers_mut().insert("content-type", HeaderValue::from_static("image/jpeg"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("image/jpeg"));
                 r
             }
             Reply::Gzip(ct, body) => {
                 use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 enc.write_all(&body).unwrap();
                 let mut r = (StatusCode::OK, enc.finish().unwrap()).into_response();
-                r.headers_mut().insert("content-type", HeaderValue::from_static(ct));
-                r.headers_mut().insert("content-encoding", HeaderValue::from_static("gzip"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static(ct));
+                r.headers_mut()
+                    .insert("content-encoding", HeaderValue::from_static("gzip"));
                 r
             }
             Reply::Slow(ms, inner) => {
@@ -154,7 +189,9 @@ fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
 }
 
 /// Sends `first`, then fails the stream so hyper closes the connection mid-body.
-fn async_stream(first: Vec<u8>) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+fn async_stream(
+    first: Vec<u8>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     futures_util::stream::iter(vec![
         Ok(bytes::Bytes::from(first)),
         Err(std::io::Error::other("cut by the test")),
@@ -162,6 +199,8 @@ fn async_stream(first: Vec<u8>) -> impl futures_util::Stream<Item = Result<bytes
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }

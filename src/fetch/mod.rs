@@ -1,0 +1,409 @@
+//! Upstream fetch (DESIGN §5): one GET through reqwest, behind the SSRF guard.
+//!
+//! Owns: the reqwest client and its settings (no proxy, no cookies, no retries, no
+//! credentials, bounded time), the guard's three checkpoints (the literal host of the
+//! first URL, every redirect hop, every DNS answer), the creation-time check, the
+//! byte limit, and the mapping of every failure to one [`FetchError`].
+//!
+//! Deliberately does not: judge the bytes. `fetch` never decides whether bytes are
+//! acceptable (type, size policy, conversion); `policy` does, after `sniff`. The
+//! upstream `Content-Type` is passed through as a hint only. Nor does it cache: it
+//! returns a body only when the body arrived whole, so the cache can never hold a
+//! partial one.
+
+pub mod guard;
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use ipnet::IpNet;
+use url::Url;
+
+pub use guard::{Guard, GuardResolver, HostCheck, NameLookup, Refused, SystemLookup, classify};
+
+/// At most this many redirect hops are followed (DESIGN §5); the sixth is refused.
+pub const MAX_REDIRECTS: usize = 5;
+
+const USER_AGENT: &str = "medialink/0.1";
+const ACCEPT_MEDIA: &str = "image/*, audio/*;q=0.9, */*;q=0.1";
+/// Upper bound on the first buffer allocation, whatever the upstream announces, so a
+/// lying Content-Length cannot make us reserve memory up front.
+const MAX_PREALLOC: usize = 1 << 20;
+
+/// Settings for [`Fetcher`] (DESIGN §7 gives their flags and defaults).
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// TCP (and TLS) connect, DNS included.
+    pub connect_timeout: Duration,
+    /// The whole fetch: connect, redirects, headers and the body to its last byte.
+    pub timeout: Duration,
+    /// DNS at link creation; a timeout there means "does not resolve now".
+    pub resolve_timeout: Duration,
+    /// `--allow-private-upstreams`: lifts every guard rule.
+    pub allow_private: bool,
+    /// `--allow-upstream-cidr`: lifts the guard for these ranges only.
+    pub allow_cidrs: Vec<IpNet>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            resolve_timeout: Duration::from_secs(1),
+            allow_private: false,
+            allow_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// A body that arrived whole and within the limit.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body, with any `Content-Encoding` already decoded.
+    pub bytes: Bytes,
+    /// The URL after redirects.
+    pub final_url: Url,
+    /// What the upstream claimed; a hint only (DESIGN §4 sniffs the bytes).
+    pub upstream_content_type: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Why a fetch (or a creation-time check) failed. `code()` gives the problem code the
+/// API layer reports; the mapping to HTTP statuses lives there, not here.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    #[error("upstream address refused: {reason}")]
+    Forbidden { reason: String },
+    #[error("upstream unreachable: {detail}")]
+    Unreachable { detail: String },
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream answered {status}")]
+    Status { status: u16 },
+    #[error("upstream body larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("upstream redirected more than {MAX_REDIRECTS} times")]
+    TooManyRedirects,
+    #[error("fetch client error: {0}")]
+    Client(String),
+}
+
+impl FetchError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FetchError::Forbidden { .. } => "forbidden_upstream",
+            // A redirect loop is an upstream that cannot be reached in 5 hops; the
+            // Display text says which.
+            FetchError::Unreachable { .. } | FetchError::TooManyRedirects => "upstream_unreachable",
+            FetchError::Timeout => "upstream_timeout",
+            FetchError::Status { .. } => "upstream_status",
+            FetchError::TooLarge { .. } => "upstream_too_large",
+            FetchError::Client(_) => "internal",
+        }
+    }
+}
+
+impl From<Refused> for FetchError {
+    fn from(r: Refused) -> Self {
+        FetchError::Forbidden {
+            reason: r.to_string(),
+        }
+    }
+}
+
+/// The redirect policy's marker for hop 6+, found again by downcasting.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_REDIRECTS} redirects")]
+struct RedirectLimit;
+
+/// The upstream fetcher. Cheap to clone: the client and guard sit behind `Arc`s.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: reqwest::Client,
+    guard: Arc<Guard>,
+    resolver: GuardResolver,
+    cfg: FetchConfig,
+}
+
+impl Fetcher {
+    /// A fetcher that resolves names with the system resolver.
+    pub fn new(cfg: FetchConfig) -> Result<Self, FetchError> {
+        Self::with_resolver(cfg, Arc::new(SystemLookup))
+    }
+
+    /// The same, with an injected name lookup (tests map `evil.test` to 127.0.0.2
+    /// without real DNS).
+    pub fn with_resolver(
+        cfg: FetchConfig,
+        resolver: Arc<dyn NameLookup>,
+    ) -> Result<Self, FetchError> {
+        let guard = Arc::new(Guard::new(cfg.allow_private, cfg.allow_cidrs.clone()));
+        let resolver = GuardResolver::new(guard.clone(), resolver);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_MEDIA));
+
+        let client = reqwest::Client::builder()
+            // A proxy would connect on our behalf to addresses the guard never saw.
+            .no_proxy()
+            // Names: the guard sees every answer, and reqwest connects only to it.
+            .dns_resolver(Arc::new(resolver.clone()))
+            // Literal hosts of redirect hops never reach the resolver: check them here.
+            .redirect(redirect_policy(guard.clone()))
+            // A retry would be a second, unaccounted connection; one attempt only.
+            .retry(reqwest::retry::never())
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            // Do not tell one upstream where we came from on another.
+            .referer(false)
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            // Decoded before we count bytes, so the limit applies to what is sniffed
+            // and a compression bomb stops at `max_bytes` (DESIGN §5).
+            .gzip(true)
+            .brotli(true)
+            .deflate(true)
+            .zstd(true)
+            .build()
+            .map_err(|e| FetchError::Client(error_chain(&e)))?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                guard,
+                resolver,
+                cfg,
+            }),
+        })
+    }
+
+    /// The creation-time check (DESIGN §5). A refused IP literal, or a name that
+    /// resolves within `resolve_timeout` to any refused address, is `Forbidden`. A
+    /// name that does not resolve now, or not in time, is accepted: DNS can be down,
+    /// and every fetch checks again.
+    pub async fn check_at_creation(&self, url: &Url) -> Result<(), FetchError> {
+        check_scheme(url)?;
+        let name = match self.inner.guard.check_url_host(url)? {
+            HostCheck::Allowed(_) => return Ok(()),
+            HostCheck::NeedsResolve(name) => name,
+        };
+        let resolving = self.inner.resolver.resolve_checked(&name);
+        match tokio::time::timeout(self.inner.cfg.resolve_timeout, resolving).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(guard::ResolveError::Refused(r))) => Err(r.into()),
+            Ok(Err(guard::ResolveError::Lookup(e))) => {
+                tracing::debug!(host = %name, error = %e, "accepting a name that does not resolve now");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::debug!(host = %name, "accepting a name whose resolution timed out");
+                Ok(())
+            }
+        }
+    }
+
+    /// GETs `url` and returns the decoded body, only if it arrived whole and within
+    /// `max_bytes`. Never a partial body: a cut or stalled upstream is an error.
+    pub async fn fetch(&self, url: &Url, max_bytes: u64) -> Result<Fetched, FetchError> {
+        let started = Instant::now();
+        // reqwest's own timeout covers the response too, but this outer bound is the
+        // one we can see: the whole fetch, body included, ends by `timeout`.
+        match tokio::time::timeout(self.inner.cfg.timeout, self.fetch_inner(url, max_bytes)).await {
+            Ok(Ok(mut fetched)) => {
+                fetched.elapsed = started.elapsed();
+                Ok(fetched)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(FetchError::Timeout),
+        }
+    }
+
+    async fn fetch_inner(&self, url: &Url, max_bytes: u64) -> Result<Fetched, FetchError> {
+        check_scheme(url)?;
+        // The known trap (DESIGN §5): reqwest connects to an IP literal without asking
+        // the resolver, so the first URL's literal host is judged here.
+        self.inner.guard.check_url_host(url)?;
+
+        let mut url = url.clone();
+        // reqwest turns userinfo into an Authorization header; never forward it.
+        // Both setters fail only for cannot-be-a-base URLs, which http(s) never are.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_fragment(None);
+
+        let resp = self.inner.client.get(url).send().await.map_err(map_error)?;
+
+        let status = resp.status();
+        if !status.is_success() {
+            // Dropping the response closes the connection without reading the body.
+            return Err(FetchError::Status {
+                status: status.as_u16(),
+            });
+        }
+
+        let final_url = resp.url().clone();
+        let upstream_content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+
+        // reqwest removes Content-Encoding (and Content-Length) for encodings it
+        // decodes; a length left beside an encoding is the encoded size, not ours.
+        let announced = if resp.headers().contains_key(CONTENT_ENCODING) {
+            None
+        } else {
+            resp.content_length()
+        };
+        if let Some(len) = announced
+            && len > max_bytes
+        {
+            return Err(FetchError::TooLarge { limit: max_bytes });
+        }
+
+        let prealloc = announced
+            .unwrap_or(0)
+            .min(max_bytes)
+            .min(MAX_PREALLOC as u64);
+        // Fits: bounded by MAX_PREALLOC, a usize.
+        let mut body = BytesMut::with_capacity(prealloc as usize);
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| body_error(&e, body.len()))?;
+            if (body.len() as u64).saturating_add(chunk.len() as u64) > max_bytes {
+                return Err(FetchError::TooLarge { limit: max_bytes });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // hyper already errors when a Content-Length body ends early; this is the
+        // belt to its braces, so a short body is never mistaken for a whole one.
+        if let Some(len) = announced
+            && body.len() as u64 != len
+        {
+            return Err(cut_short(body.len(), "length differs from Content-Length"));
+        }
+
+        Ok(Fetched {
+            bytes: body.freeze(),
+            final_url,
+            upstream_content_type,
+            elapsed: Duration::ZERO,
+        })
+    }
+}
+
+fn check_scheme(url: &Url) -> Result<(), FetchError> {
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        _ => Err(Refused::new(url, "only http and https upstreams").into()),
+    }
+}
+
+/// The redirect policy: at most [`MAX_REDIRECTS`] hops, http(s) only, no credentials,
+/// and every literal-IP hop judged by the guard before reqwest may connect to it.
+/// Named hops go through the guard resolver when connected.
+fn redirect_policy(guard: Arc<Guard>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(RedirectLimit);
+        }
+        let next = attempt.url();
+        if !matches!(next.scheme(), "http" | "https") {
+            let refused = Refused::new(next, "redirect to a non-http(s) scheme");
+            return attempt.error(refused);
+        }
+        if !next.username().is_empty() || next.password().is_some() {
+            let refused = Refused::new(next.host_str().unwrap_or(""), "credentials in redirect");
+            return attempt.error(refused);
+        }
+        match guard.check_url_host(next) {
+            Ok(_) => attempt.follow(),
+            Err(refused) => attempt.error(refused),
+        }
+    })
+}
+
+/// Finds an error of type `T` anywhere in `err`'s source chain, looking inside
+/// `io::Error`s too (their `source()` skips the error they wrap).
+fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(t) = find_in_chain::<T>(inner)
+        {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Every message in the chain, for logs and `Unreachable` details.
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+fn map_error(err: reqwest::Error) -> FetchError {
+    // Our own markers first: a refusal wrapped in a connect or redirect error is
+    // still a refusal, and must not read as "unreachable".
+    if let Some(refused) = find_in_chain::<Refused>(&err) {
+        return refused.clone().into();
+    }
+    if find_in_chain::<RedirectLimit>(&err).is_some() {
+        return FetchError::TooManyRedirects;
+    }
+    if err.is_timeout() {
+        return FetchError::Timeout;
+    }
+    if err.is_builder() {
+        return FetchError::Client(error_chain(&err));
+    }
+    let what = if err.is_connect() {
+        "connect failed"
+    } else if err.is_redirect() {
+        "bad redirect"
+    } else {
+        "request failed"
+    };
+    FetchError::Unreachable {
+        detail: format!("{what}: {}", error_chain(&err)),
+    }
+}
+
+fn body_error(err: &reqwest::Error, got: usize) -> FetchError {
+    if err.is_timeout() {
+        return FetchError::Timeout;
+    }
+    cut_short(got, &error_chain(err))
+}
+
+fn cut_short(got: usize, why: &str) -> FetchError {
+    FetchError::Unreachable {
+        detail: format!("upstream body cut short after {got} bytes ({why})"),
+    }
+}
