@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a short URL for URL (through a running server, or the local store).
     Shorten(ShortenArgs),
+    /// Deliver a photo, voice note or text to a lead through the gateway.
+    Send(SendArgs),
     /// Apply the store's migrations and exit.
     Migrate(StoreArgs),
 }
@@ -51,6 +53,41 @@ pub struct ShortenArgs {
     pub public_url: String,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SendKind {
+    Image,
+    Audio,
+    Text,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
+    /// What to send: image (send-image), audio (a voice note, send-audio) or text.
+    #[arg(value_enum)]
+    pub kind: SendKind,
+    /// Phone number (+7 701 570 55 55) or jid (77015705555@s.whatsapp.net).
+    #[arg(long)]
+    pub to: String,
+    /// The media URL (image, audio).
+    #[arg(long, conflicts_with = "text")]
+    pub url: Option<String>,
+    /// The message (text).
+    #[arg(long)]
+    pub text: Option<String>,
+    #[arg(long)]
+    pub caption: Option<String>,
+    /// When the media is refused, send a text carrying the short link instead (exit 3).
+    #[arg(long)]
+    pub fallback_text: bool,
+    /// The medialink that makes and serves the short link.
+    #[arg(long, env = "MEDIALINK_SERVER")]
+    pub server: Option<url::Url>,
+    #[arg(long, env = "MEDIALINK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub gateway: crate::config::GatewayArgs,
 }
 
 /// The serve flags alone, to build a local state with their defaults (and env).
@@ -130,6 +167,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
                 other => Failure::failed(other.to_string()),
             }),
         Command::Shorten(args) => shorten(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Send(args) => send(args).await,
         Command::Migrate(args) => {
             let key = args.id_key().map_err(Failure::usage)?;
             let store = crate::store::open(&args.location(), key)
@@ -199,4 +237,45 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
         crate::links::short_url(&state.public_base, &created.record)
     );
     Ok(())
+}
+
+async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
+    use crate::sender::{MediaKind, SendRequest};
+    let gateway = args
+        .gateway
+        .gateway()
+        .map_err(Failure::usage)?
+        .ok_or_else(|| Failure::usage("no gateway configured: set CHATFLOW_TOKEN and CHATFLOW_INSTANCE_ID (or --chatflow-token, --chatflow-instance-id)"))?;
+    let kind = match args.kind {
+        SendKind::Image => MediaKind::Image,
+        SendKind::Audio => MediaKind::Audio,
+        SendKind::Text => MediaKind::Text,
+    };
+    let client = match (&args.server, &args.token) {
+        (Some(server), Some(token)) => Some(
+            crate::client::Client::new(server.clone(), token.clone())
+                .map_err(|e| Failure::usage(e.to_string()))?,
+        ),
+        _ if kind == MediaKind::Text => None,
+        _ => {
+            return Err(Failure::usage(
+                "media needs a medialink to shorten through: --server URL --token T (or MEDIALINK_SERVER, MEDIALINK_TOKEN)",
+            ));
+        }
+    };
+    let req = SendRequest {
+        to: args.to,
+        kind,
+        url: args.url,
+        text: args.text,
+        caption: args.caption,
+        fallback_text: args.fallback_text,
+    };
+    let outcome = match client {
+        Some(c) => crate::sender::deliver(&gateway, &crate::client::HttpShortener(c), &req).await,
+        None => crate::sender::deliver(&gateway, &crate::client::NoShortener, &req).await,
+    }
+    .map_err(|e| Failure::usage(e.to_string()))?;
+    println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    Ok(ExitCode::from(outcome.exit_code() as u8))
 }

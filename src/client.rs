@@ -112,3 +112,43 @@ impl Client {
         }
     }
 }
+
+/// The sender's shortener when it runs outside the server (`medialink send`): asks a
+/// running medialink for a verified, pinned short link.
+pub struct HttpShortener(pub Client);
+
+#[async_trait::async_trait]
+impl crate::sender::Shortener for HttpShortener {
+    async fn shorten(
+        &self,
+        url: &str,
+        kind: crate::sender::MediaKind,
+    ) -> Result<String, crate::sender::ShortenError> {
+        use crate::sender::ShortenError;
+        let body =
+            serde_json::json!({"url": url, "kind": kind.link_kind(), "verify": true, "pin": true});
+        match self.0.create(&body).await {
+            Ok(link) => Ok(link.short_url),
+            Err(ClientError::Problem { code, detail, .. }) => {
+                Err(ShortenError::Rejected { code, detail })
+            }
+            Err(e) => Err(ShortenError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// For text messages, which need no short link: any call is a usage mistake.
+pub struct NoShortener;
+
+#[async_trait::async_trait]
+impl crate::sender::Shortener for NoShortener {
+    async fn shorten(
+        &self,
+        _: &str,
+        _: crate::sender::MediaKind,
+    ) -> Result<String, crate::sender::ShortenError> {
+        Err(crate::sender::ShortenError::Unavailable(
+            "no medialink server given (--server)".into(),
+        ))
+    }
+}

@@ -117,6 +117,8 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the main listener.
     #[arg(long, env = "MEDIALINK_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "MEDIALINK_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -150,5 +152,49 @@ impl ServeArgs {
             Some(u) => u.as_str().trim_end_matches('/').to_owned(),
             None => format!("{scheme}://{bound}"),
         }
+    }
+}
+
+/// The messaging gateway (ChatFlow) that `send` delivers through (DESIGN §7, §8).
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Gateway API base.
+    #[arg(
+        long = "chatflow-base-url",
+        env = "CHATFLOW_BASE_URL",
+        default_value = "https://app.chatflow.kz/api/v1"
+    )]
+    pub chatflow_base_url: Url,
+    /// Gateway API token.
+    #[arg(
+        long = "chatflow-token",
+        env = "CHATFLOW_TOKEN",
+        hide_env_values = true
+    )]
+    pub chatflow_token: Option<String>,
+    /// WhatsApp instance id at the gateway.
+    #[arg(long = "chatflow-instance-id", env = "CHATFLOW_INSTANCE_ID")]
+    pub chatflow_instance_id: Option<String>,
+    /// How long one gateway call may take (it downloads and uploads the media first).
+    #[arg(long = "gateway-timeout", env = "CHATFLOW_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub gateway_timeout: Duration,
+}
+
+impl GatewayArgs {
+    /// The gateway client, or `None` when no token/instance is configured.
+    pub fn gateway(&self) -> Result<Option<crate::sender::Gateway>, String> {
+        let (Some(token), Some(instance)) = (&self.chatflow_token, &self.chatflow_instance_id)
+        else {
+            return Ok(None);
+        };
+        let mut cfg = crate::sender::GatewayConfig::new(
+            self.chatflow_base_url.clone(),
+            token.clone(),
+            instance.clone(),
+        );
+        cfg.timeout = self.gateway_timeout;
+        crate::sender::Gateway::new(cfg)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }

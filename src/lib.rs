@@ -32,6 +32,7 @@ pub mod ids;
 pub mod links;
 pub mod media;
 pub mod policy;
+pub mod sender;
 pub mod server;
 pub mod sniff;
 pub mod state;

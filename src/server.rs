@@ -70,6 +70,7 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
         },
         fetcher,
         cache: MediaCache::new(args.cache_bytes),
+        gateway: args.gateway.gateway().map_err(ServeError::Config)?,
     }))
 }
 

@@ -20,4 +20,6 @@ pub struct AppState {
     pub policy: Policy,
     pub fetcher: Fetcher,
     pub cache: MediaCache,
+    /// The messaging gateway for `POST /api/v1/send`, when configured.
+    pub gateway: Option<crate::sender::Gateway>,
 }

@@ -30,7 +30,7 @@ impl From<LinkError> for Problem {
 }
 
 /// Reads the body ourselves so every failure is a problem with DESIGN's code.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(

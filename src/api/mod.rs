@@ -5,6 +5,7 @@ pub mod auth;
 pub mod links;
 pub mod problem;
 pub mod request_id;
+pub mod send;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -21,6 +22,7 @@ pub fn router(state: SharedState, max_body: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/links", axum::routing::post(links::create))
         .route("/api/v1/links/{id}", get(links::get).delete(links::delete))
+        .route("/api/v1/send", axum::routing::post(send::send))
         .merge(crate::media::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

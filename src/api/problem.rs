@@ -15,6 +15,8 @@ use crate::api::request_id;
 pub enum Code {
     InvalidJson,
     InvalidUrl,
+    /// Not in DESIGN's list: a phone number that is not one (400). See docs/DESIGN.md.
+    InvalidPhone,
     UrlTooLong,
     UnsupportedScheme,
     ForbiddenUpstream,
@@ -45,6 +47,7 @@ impl Code {
         match self {
             Code::InvalidJson => "invalid_json",
             Code::InvalidUrl => "invalid_url",
+            Code::InvalidPhone => "invalid_phone",
             Code::UrlTooLong => "url_too_long",
             Code::UnsupportedScheme => "unsupported_scheme",
             Code::ForbiddenUpstream => "forbidden_upstream",
@@ -71,6 +74,7 @@ impl Code {
         match self {
             Code::InvalidJson => "The request body is not the JSON this endpoint takes",
             Code::InvalidUrl => "Not a valid URL",
+            Code::InvalidPhone => "Not a phone number or WhatsApp jid",
             Code::UrlTooLong => "The URL is too long",
             Code::UnsupportedScheme => "Only http and https URLs can be shortened",
             Code::ForbiddenUpstream => "The upstream address is not allowed",
@@ -108,6 +112,8 @@ pub struct Problem {
     pub code: Code,
     pub detail: Cow<'static, str>,
     pub retry_after: Option<u64>,
+    /// Extension members (RFC 9457 §3.2), e.g. the send outcome.
+    pub extra: Option<(&'static str, serde_json::Value)>,
 }
 
 #[derive(Serialize)]
@@ -120,6 +126,8 @@ struct Body<'a> {
     code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<std::collections::BTreeMap<&'static str, &'a serde_json::Value>>,
 }
 
 impl Problem {
@@ -127,6 +135,7 @@ impl Problem {
         let status = match code {
             Code::InvalidJson
             | Code::InvalidUrl
+            | Code::InvalidPhone
             | Code::UnsupportedScheme
             | Code::ForbiddenUpstream => StatusCode::BAD_REQUEST,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -155,6 +164,7 @@ impl Problem {
             code,
             detail: detail.into(),
             retry_after,
+            extra: None,
         }
     }
 
@@ -171,6 +181,11 @@ impl Problem {
             p.status = StatusCode::BAD_GATEWAY;
         }
         p
+    }
+
+    pub fn with_extra(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.extra = Some((name, value));
+        self
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
@@ -198,6 +213,10 @@ impl Problem {
             detail: &self.detail,
             code: self.code.as_str(),
             request_id: request_id::current(),
+            extra: self
+                .extra
+                .as_ref()
+                .map(|(k, v)| std::iter::once((*k, v)).collect()),
         }
     }
 }
@@ -241,3 +260,36 @@ impl From<crate::canon::CanonError> for Problem {
         Problem::new(code, e.to_string())
     }
 }
+
+impl Code {
+    /// The code a DESIGN code name stands for (used to pass problems through layers
+    /// that carry them as strings, such as the sender's outcome).
+    pub fn from_name(name: &str) -> Option<Code> {
+        ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+}
+
+const ALL: &[Code] = &[
+    Code::InvalidJson,
+    Code::InvalidUrl,
+    Code::InvalidPhone,
+    Code::UrlTooLong,
+    Code::UnsupportedScheme,
+    Code::ForbiddenUpstream,
+    Code::Unauthorized,
+    Code::NotFound,
+    Code::Expired,
+    Code::RangeNotSatisfiable,
+    Code::MethodNotAllowed,
+    Code::UpstreamUnreachable,
+    Code::UpstreamTimeout,
+    Code::UpstreamStatus,
+    Code::UpstreamNotMedia,
+    Code::UpstreamTooLarge,
+    Code::MediaNotAccepted,
+    Code::RateLimited,
+    Code::PayloadTooLarge,
+    Code::StoreUnavailable,
+    Code::GatewayError,
+    Code::Internal,
+];

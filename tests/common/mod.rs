@@ -2,6 +2,10 @@
 //! with its own data dir, and talk to it.
 #![allow(dead_code)]
 
+#[allow(dead_code)]
+pub mod gateway;
+#[allow(dead_code)]
+pub mod media;
 pub mod raw;
 pub mod upstream;
 
@@ -25,6 +29,7 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: Arc<Mutex<String>>,
     _tmp: Option<Arc<tempfile::TempDir>>,
 }
@@ -39,9 +44,19 @@ impl Server {
         s
     }
 
-    /// Starts on an existing data dir (restarts use this).
-    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut args: Vec<String> = vec![
+    /// Starts with a fresh temp data dir, extra flags and environment.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let data_dir = tmp.path().to_owned();
+        let mut args = Self::base_args(&data_dir);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Self::spawn(args, data_dir, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn base_args(data_dir: &Path) -> Vec<String> {
+        vec![
             "serve".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -49,7 +64,12 @@ impl Server {
             data_dir.display().to_string(),
             "--api-token".into(),
             TOKEN.into(),
-        ];
+        ]
+    }
+
+    /// Starts on an existing data dir (restarts use this).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = Self::base_args(data_dir);
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn(args, data_dir.to_owned(), &[])
     }
@@ -108,6 +128,10 @@ impl Server {
             base: format!("http://{addr}"),
             data_dir,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log,
             _tmp: None,
         }
@@ -157,7 +181,12 @@ impl Server {
     /// Same flags, same data dir, new process (keeps the temp dir alive).
     pub fn restart(&mut self) -> Server {
         self.kill();
-        let mut s = Self::spawn(self.args.clone(), self.data_dir.clone(), &[]);
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut s = Self::spawn(self.args.clone(), self.data_dir.clone(), &env);
         s._tmp = self._tmp.clone();
         s
     }
