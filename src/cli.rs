@@ -29,6 +29,8 @@ pub enum Command {
     Send(SendArgs),
     /// Apply the store's migrations and exit.
     Migrate(StoreArgs),
+    /// Write a self-signed certificate and key for local HTTPS (serve --tls-cert/--tls-key).
+    DevCert(crate::tls::DevCertArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,6 +170,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
             }),
         Command::Shorten(args) => shorten(args).await.map(|()| ExitCode::SUCCESS),
         Command::Send(args) => send(args).await,
+        Command::DevCert(args) => dev_cert(&args).map(|()| ExitCode::SUCCESS),
         Command::Migrate(args) => {
             let key = args.id_key().map_err(Failure::usage)?;
             let store = crate::store::open(&args.location(), key)
@@ -178,6 +181,21 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn dev_cert(args: &crate::tls::DevCertArgs) -> Result<(), Failure> {
+    let files = crate::tls::dev_cert(&args.hosts)
+        .and_then(|c| c.write(&args.out_dir))
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    println!(
+        "wrote {} and {} (self-signed, for {}); serve with --tls-cert {} --tls-key {}",
+        files.cert.display(),
+        files.key.display(),
+        args.hosts.join(", "),
+        files.cert.display(),
+        files.key.display()
+    );
+    Ok(())
 }
 
 /// Hides a password in a store URL before printing it.

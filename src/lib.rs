@@ -6,8 +6,8 @@
 //!
 //! - [`config`]: flags and environment, from one clap definition.
 //! - [`server`]: the accept loop (hyper, optional rustls), graceful shutdown.
-//! - [`api`]: the JSON API handlers, auth, request ids, and the one place errors
-//!   become RFC 9457 problems ([`api::problem`]).
+//! - [`api`]: the JSON API handlers, auth, rate limits ([`api::limits`]), request
+//!   ids, and the one place errors become RFC 9457 problems ([`api::problem`]).
 //! - [`media`]: the `/m/` proxy handler: cache, fetch, verify, serve with ranges.
 //! - [`links`]: link creation and presentation; [`ids`] and [`canon`] make the
 //!   types (`LinkId`, `CanonicalUrl`) that cannot be wrong.
@@ -19,6 +19,8 @@
 //! - [`cache`]: the bounded media cache with single-flight misses.
 //! - [`sender`]: the ChatFlow gateway client and delivery.
 //! - [`client`]: medialink's own API, for the CLI; [`cli`]: the command line.
+//! - [`tls`]: HTTPS for the listener (rustls, reload on SIGHUP, `dev-cert`); the
+//!   threat model is SECURITY.md.
 
 pub mod api;
 pub mod cache;
@@ -37,3 +39,4 @@ pub mod server;
 pub mod sniff;
 pub mod state;
 pub mod store;
+pub mod tls;
