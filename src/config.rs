@@ -80,6 +80,8 @@ pub struct ServeArgs {
     /// PEM private key for HTTPS (with --tls-cert).
     #[arg(long, env = "MEDIALINK_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: crate::api::limits::LimitArgs,
     /// Media policy: whatsapp or any.
     #[arg(long, env = "MEDIALINK_PROFILE", default_value = "whatsapp")]
     pub profile: Profile,

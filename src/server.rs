@@ -1,7 +1,7 @@
 //! The listener: our own accept loop (so TLS, connection limits and header timeouts
 //! are ours), hyper's auto HTTP/1.1 + HTTP/2 connection builder, and graceful
 //! shutdown on SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then
-//! flush the store.
+//! flush the store. The TLS configuration itself lives in `tls`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt;
 
 use crate::api;
@@ -24,11 +25,25 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::policy::Policy;
 use crate::state::{AppState, SharedState};
 use crate::store::{self, HotStore};
+use crate::tls;
 
 /// An unfinished request head is dropped after this (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head; past it hyper answers 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A TLS handshake not finished by then is dropped (a slowloris before the head).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the accept loop treats each connection.
+#[derive(Clone, Default)]
+pub struct Listening {
+    /// HTTPS when set; read once per accepted connection, so a reload applies to new
+    /// connections and never touches open ones.
+    pub tls: Option<Arc<tls::Reloadable>>,
+    /// Connections served at once; past it the loop stops accepting (the kernel's
+    /// backlog holds the rest) until one closes.
+    pub max_connections: usize,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -63,6 +78,7 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
     Ok(Arc::new(AppState {
         links: HotStore::new(store),
         tokens,
+        limits: crate::api::limits::Limits::new(&args.limits),
         public_base,
         policy: Policy {
             profile: args.profile,
@@ -86,6 +102,16 @@ pub fn fetch_config(args: &ServeArgs) -> FetchConfig {
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let addr = args.listen_addr().map_err(ServeError::Config)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            tls::Reloadable::load(tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .map_err(|e| ServeError::Config(e.to_string()))?,
+        )),
+        _ => None,
+    };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -96,7 +122,25 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let app = api::router(Arc::clone(&state), args.max_body as usize);
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
-    serve(listener, app, shutdown_signal(), args.shutdown_grace).await;
+    // Background work owned by this function: stopped when serving stops.
+    let reloader = tls.clone().map(|t| tokio::spawn(tls::reload_on_sighup(t)));
+    let sweeper = tokio::spawn(api::limits::sweep_periodically(state.limits.clone()));
+    let listening = Listening {
+        tls,
+        max_connections: args.limits.max_connections,
+    };
+    serve(
+        listener,
+        app,
+        listening,
+        shutdown_signal(),
+        args.shutdown_grace,
+    )
+    .await;
+    sweeper.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     state.links.inner().close().await;
     tracing::info!("medialink stopped");
     Ok(())
@@ -107,6 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    listening: Listening,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
@@ -120,9 +165,21 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(listening.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // Wait for a free slot before accepting: past the limit, clients wait in the
+        // backlog instead of costing us a task and a buffer each.
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                // The semaphore is never closed; stop serving if it somehow is.
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -136,16 +193,25 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = Conn {
+            builder: Arc::clone(&builder),
+            watcher: graceful.watcher(),
+            app: app.clone(),
+            peer,
+        };
+        let acceptor = listening
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            let _permit = permit;
+            let Some(acceptor) = acceptor else {
+                return conn.serve(TokioIo::new(stream)).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => conn.serve(TokioIo::new(tls)).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -157,6 +223,55 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the connections left"),
+    }
+}
+
+/// One accepted connection, ready to be served once its transport is.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    async fn serve<I>(self, io: TokioIo<I>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            builder,
+            watcher,
+            app,
+            peer,
+        } = self;
+        // hyper bounds every HTTP/1 head with HEADER_READ_TIMEOUT, but not the bytes
+        // read before it (the auto builder's HTTP/2 preface sniff) nor an HTTP/2
+        // connection that never opens a stream. So the first request must arrive
+        // within the same time, or the connection is dropped.
+        let first_request = Arc::new(Notify::new());
+        let seen = Arc::clone(&first_request);
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            seen.notify_one();
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+        let conn = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+        tokio::pin!(conn);
+        let deadline = async {
+            if tokio::time::timeout(HEADER_READ_TIMEOUT, first_request.notified())
+                .await
+                .is_ok()
+            {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            ended = &mut conn => if let Err(e) = ended {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            },
+            () = deadline => tracing::debug!(%peer, "no request within the header timeout: connection dropped"),
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub struct AppState {
     /// Links, through the hot map.
     pub links: HotStore,
     pub tokens: Tokens,
+    /// Per-token and failed-auth rate limits (`api::limits`).
+    pub limits: crate::api::limits::Limits,
     /// `{public_url}` without a trailing slash; short URLs start with it.
     pub public_base: String,
     pub policy: Policy,

@@ -1,8 +1,12 @@
 //! Bearer-token authentication for the API. Several tokens may be valid at once (for
 //! rotation); they are compared in constant time, through their SHA-256 digests so
-//! that neither content nor length leaks through timing.
+//! that neither content nor length leaks through timing. Every authenticated call
+//! also passes the rate limits of [`crate::api::limits`] (per token, and per client
+//! address for failed attempts).
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
@@ -32,12 +36,19 @@ impl Tokens {
     }
 
     pub fn accepts(&self, presented: &str) -> bool {
+        self.matching(presented).is_some()
+    }
+
+    /// The digest of `presented` when it is one of the tokens (the rate-limit key).
+    pub fn matching(&self, presented: &str) -> Option<[u8; 32]> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Walk every token whatever matches, so the position of a match is not timed.
-        self.0
+        let found: bool = self
+            .0
             .iter()
             .fold(subtle::Choice::from(0), |acc, t| acc | t.ct_eq(&digest))
-            .into()
+            .into();
+        found.then_some(digest)
     }
 }
 
@@ -54,6 +65,12 @@ impl FromRequestParts<SharedState> for Authorized {
                 "this server has no API token configured (--api-token or MEDIALINK_API_TOKENS), so the API refuses every call",
             ));
         }
+        // server.rs puts the peer address on every request it accepts.
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        state.limits.check_blocked(client)?;
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -62,17 +79,15 @@ impl FromRequestParts<SharedState> for Authorized {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             });
-        match presented {
-            Some(t) if state.tokens.accepts(t.trim()) => Ok(Authorized),
-            Some(_) => Err(Problem::new(
-                Code::Unauthorized,
-                "the bearer token is not valid",
-            )),
-            None => Err(Problem::new(
-                Code::Unauthorized,
-                "send `Authorization: Bearer <token>`",
-            )),
-        }
+        let refusal = match presented.map(|t| state.tokens.matching(t.trim())) {
+            Some(Some(digest)) => {
+                state.limits.check_token(&digest)?;
+                return Ok(Authorized);
+            }
+            Some(None) => Problem::new(Code::Unauthorized, "the bearer token is not valid"),
+            None => Problem::new(Code::Unauthorized, "send `Authorization: Bearer <token>`"),
+        };
+        Err(state.limits.auth_failed(client).unwrap_or(refusal))
     }
 }
 

@@ -2,6 +2,7 @@
 //! thin: extractors parse, one domain call, the result becomes a response.
 
 pub mod auth;
+pub mod limits;
 pub mod links;
 pub mod problem;
 pub mod request_id;
