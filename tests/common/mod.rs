@@ -121,11 +121,16 @@ impl Server {
             .find_map(|w| w.strip_prefix("public_url="))
             .unwrap_or_default()
             .to_owned();
-        let _ = public;
+        // An HTTPS server (started with --tls-cert) says so in its public URL.
+        let scheme = if public.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
         Server {
             child: Some(child),
             addr,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             data_dir,
             args,
             env: env
