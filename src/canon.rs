@@ -135,6 +135,25 @@ mod tests {
             }
         }
 
+        // What fuzz/fuzz_targets/canon_guard.rs asserts, for `cargo test`: whatever
+        // gets through is http(s), has a host, carries no credentials, fits the limit.
+        #[test]
+        fn canonical_urls_keep_the_contract(
+            scheme in "(?i)https?|ftp|file|javascript|data",
+            userinfo in "([a-z]{1,5}(:[a-z]{0,5})?@)?",
+            host in "[A-Za-z0-9.\\-]{0,20}|\\[[0-9a-f:.]{0,30}\\]",
+            rest in "\\PC{0,60}",
+        ) {
+            let s = format!("{scheme}://{userinfo}{host}{rest}");
+            if let Ok(c) = CanonicalUrl::parse(&s) {
+                let u = c.url();
+                prop_assert!(matches!(u.scheme(), "http" | "https"), "{}", c);
+                prop_assert!(u.host().is_some(), "{}", c);
+                prop_assert!(u.username().is_empty() && u.password().is_none(), "{}", c);
+                prop_assert!(c.as_str().len() <= MAX_URL_LEN);
+            }
+        }
+
         #[test]
         fn http_urls_with_odd_paths_canonicalize_idempotently(
             host in "[a-z]{1,10}\\.[a-z]{2,3}", path in "[ -~]{0,80}"

@@ -956,6 +956,31 @@ mod tests {
             let _ = sniff(&bytes);
         }
 
+        // As fuzz/fuzz_targets/sniff.rs: a verdict is stable, and what it names is
+        // served under a media MIME type that maps back to it.
+        #[test]
+        fn verdicts_are_stable_and_name_media(
+            which in 0..FIXTURES.len(),
+            cut in any::<prop::sample::Index>(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let (_, bytes, _) = FIXTURES[which];
+            let mut bytes = bytes[..=cut.index(bytes.len())].to_vec();
+            let len = bytes.len();
+            for (at, value) in flips {
+                bytes[at.index(len)] = value;
+            }
+            let verdict = sniff(&bytes);
+            prop_assert_eq!(format!("{verdict:?}"), format!("{:?}", sniff(&bytes)));
+            if let Ok(media) = verdict {
+                let mime = media.mime();
+                prop_assert!(
+                    mime.starts_with("image/") || mime.starts_with("audio/") || mime == "video/mp4"
+                );
+                prop_assert_eq!(MediaType::from_mime(mime), Some(media));
+            }
+        }
+
         #[test]
         fn never_panics_behind_a_known_magic(
             magic in prop::sample::select(vec![

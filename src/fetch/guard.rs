@@ -635,6 +635,46 @@ mod tests {
             // Through the URL parser too: a bracketed literal comes back as itself.
             let url = Url::parse(&format!("http://[{ip}]/")).expect("v6 literal url");
             prop_assert_eq!(url.host(), Some(Host::Ipv6(ip)));
+            // An address that embeds a refused IPv4 is refused itself.
+            if let Some(v4) = embedded_v4(ip) {
+                if classify(IpAddr::V4(v4)).is_some() {
+                    prop_assert!(reason.is_some(), "{} embeds refused {}", ip, v4);
+                }
+            }
+        }
+
+        // The same invariants as fuzz/fuzz_targets/canon_guard.rs, for `cargo test`:
+        // a URL's literal host passes exactly when `classify` has no reason against
+        // it, whatever its spelling, and allow-private lets everything through.
+        #[test]
+        fn url_literal_hosts_are_judged_like_their_address(
+            bits in any::<u32>(),
+            spelling in 0..4usize,
+            v6 in any::<u128>(),
+        ) {
+            let v4 = Ipv4Addr::from_bits(bits);
+            let host = match spelling {
+                0 => v4.to_string(),
+                1 => bits.to_string(),
+                2 => format!("0x{bits:x}"),
+                _ => format!("[{}]", v4.to_ipv6_mapped()),
+            };
+            let strict = Guard::new(false, Vec::new());
+            let open = Guard::new(true, Vec::new());
+            let url = Url::parse(&format!("http://{host}/a.jpg")).expect("literal url");
+            let want = classify(IpAddr::V4(v4));
+            match strict.check_url_host(&url) {
+                Ok(HostCheck::Allowed(_)) => prop_assert_eq!(want, None, "{}", url),
+                Err(r) => prop_assert_eq!(Some(r.reason), want, "{}", url),
+                Ok(HostCheck::NeedsResolve(n)) => prop_assert!(false, "{} sent to DNS as {}", url, n),
+            }
+            prop_assert!(open.check_url_host(&url).is_ok());
+            let ip = Ipv6Addr::from_bits(v6);
+            let url = Url::parse(&format!("http://[{ip}]/")).expect("v6 literal url");
+            prop_assert_eq!(
+                strict.check_url_host(&url).is_ok(),
+                classify(IpAddr::V6(ip)).is_none()
+            );
         }
     }
 }

@@ -102,6 +102,22 @@ mod tests {
             }
         }
 
+        // Lengths over the whole u64 range, as fuzz/fuzz_targets/range.rs feeds them.
+        #[test]
+        fn partial_ranges_are_inside_any_length(
+            a in any::<u64>(), b in any::<u64>(), len in any::<u64>(), form in 0..3usize,
+        ) {
+            let h = match form {
+                0 => format!("bytes={a}-{b}"),
+                1 => format!("bytes={a}-"),
+                _ => format!("bytes=-{b}"),
+            };
+            if let Partial { start, end } = parse(Some(&h), len) {
+                prop_assert!(start <= end && end < len, "{} len {}", h, len);
+            }
+            prop_assert_eq!(parse(None, len), Full);
+        }
+
         #[test]
         fn well_formed_ranges_round_trip(len in 1u64..1_000_000, a in 0u64..1_000_000, n in 0u64..1_000_000) {
             let h = format!("bytes={a}-{}", a + n);
