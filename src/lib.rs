@@ -16,11 +16,13 @@
 //! - [`fetch`]: reqwest behind the SSRF guard ([`fetch::guard`]).
 //! - [`sniff`] + [`policy`]: what the bytes are, and whether the link accepts them.
 //! - [`convert`]: into what the phone plays (JPEG, OGG/Opus).
-//! - [`cache`]: the bounded media cache with single-flight misses.
+//! - [`cache`]: the bounded media cache with single-flight misses; [`blobs`]: pinned
+//!   bytes, content-addressed, kept after the upstream is gone.
 //! - [`sender`]: the ChatFlow gateway client and delivery.
 //! - [`client`]: medialink's own API, for the CLI; [`cli`]: the command line.
 
 pub mod api;
+pub mod blobs;
 pub mod cache;
 pub mod canon;
 pub mod cli;

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::api;
 use crate::api::auth::Tokens;
+use crate::blobs::FileBlobs;
 use crate::cache::MediaCache;
 use crate::config::ServeArgs;
 use crate::fetch::{FetchConfig, Fetcher};
@@ -71,6 +72,8 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
         fetcher,
         cache: MediaCache::new(args.cache_bytes),
         gateway: args.gateway.gateway().map_err(ServeError::Config)?,
+        blobs: Arc::new(FileBlobs::new(args.store.data_dir.join("blobs"))),
+        blob_gc: tokio::sync::Mutex::new(()),
     }))
 }
 
@@ -96,10 +99,35 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let app = api::router(Arc::clone(&state), args.max_body as usize);
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&state), args.sweep_interval, stop_rx));
     serve(listener, app, shutdown_signal(), args.shutdown_grace).await;
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
     state.links.inner().close().await;
     tracing::info!("medialink stopped");
     Ok(())
+}
+
+/// Deletes expired links (and blobs only they pinned) every `every`, until stopped.
+async fn sweep_loop(
+    state: SharedState,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match crate::links::sweep_expired(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(swept = n, "expired links deleted"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying at the next tick"),
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, then waits up to `grace` for the

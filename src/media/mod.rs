@@ -67,7 +67,7 @@ async fn lookup(state: &SharedState, id: &LinkId) -> Result<Arc<Media>, Problem>
     }
     let media = state
         .cache
-        .get_or_fetch(id, verify::fetch_verified(state, &record))
+        .get_or_fetch(id, verify::load(state, &record))
         .await
         .map_err(|e| media_problem(&e, Context::Proxy))?;
     // Remember what the bytes turned out to be, so the record (and the short URL's

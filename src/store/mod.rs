@@ -48,6 +48,8 @@ pub struct LinkRecord {
     /// Whether conversion was asked for (None: the profile's default).
     pub convert: Option<bool>,
     pub media: Option<MediaInfo>,
+    /// The pinned bytes' SHA-256 (hex), when the link is pinned.
+    pub blob: Option<String>,
 }
 
 impl LinkRecord {
@@ -75,6 +77,22 @@ pub struct NewLink {
     pub expires_at: Option<i64>,
     pub convert: Option<bool>,
     pub media: Option<MediaInfo>,
+    pub blob: Option<String>,
+}
+
+impl NewLink {
+    pub fn into_record(self, id: LinkId) -> LinkRecord {
+        LinkRecord {
+            id,
+            url: self.url,
+            kind: self.kind,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            convert: self.convert,
+            media: self.media,
+            blob: self.blob,
+        }
+    }
 }
 
 /// The outcome of one insert-if-absent.
@@ -103,6 +121,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LinkRecord>, StoreError>;
     async fn set_media(&self, id: &LinkId, media: &MediaInfo) -> Result<(), StoreError>;
+    /// How many links pin this blob (the blob may be deleted at zero).
+    async fn blob_refs(&self, blob: &str) -> Result<u64, StoreError>;
+    /// Links whose `expires_at` is at or before `now`, at most `limit`.
+    async fn expired(&self, now: i64, limit: usize) -> Result<Vec<LinkRecord>, StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flushes pending writes and stops background work.
