@@ -27,6 +27,10 @@ pub enum Command {
     Shorten(ShortenArgs),
     /// Deliver a photo, voice note or text to a lead through the gateway.
     Send(SendArgs),
+    /// Write every link as JSON lines, one link a line with its id (stdout without FILE).
+    Export(TransferArgs),
+    /// Read links as JSON lines (stdin without FILE), keeping ids; links already present are skipped.
+    Import(TransferArgs),
     /// Apply the store's migrations and exit.
     Migrate(StoreArgs),
 }
@@ -53,6 +57,14 @@ pub struct ShortenArgs {
     pub public_url: String,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The JSON-lines file.
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -168,6 +180,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
             }),
         Command::Shorten(args) => shorten(args).await.map(|()| ExitCode::SUCCESS),
         Command::Send(args) => send(args).await,
+        Command::Export(args) => export(args).await,
+        Command::Import(args) => import(args).await,
         Command::Migrate(args) => {
             let key = args.id_key().map_err(Failure::usage)?;
             let store = crate::store::open(&args.location(), key)
@@ -278,4 +292,56 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
     .map_err(|e| Failure::usage(e.to_string()))?;
     println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
     Ok(ExitCode::from(outcome.exit_code() as u8))
+}
+
+async fn open_store(args: &StoreArgs) -> Result<std::sync::Arc<dyn crate::store::Store>, Failure> {
+    let key = args.id_key().map_err(Failure::usage)?;
+    crate::store::open(&args.location(), key)
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))
+}
+
+async fn export(args: TransferArgs) -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    let store = open_store(&args.store).await?;
+    let mut out: Box<dyn std::io::Write + Send> = match &args.file {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let result =
+        crate::transfer::export(store.as_ref(), &mut out, std::io::stderr().is_terminal()).await;
+    let flushed = out.flush();
+    store.close().await;
+    let n = result.map_err(|e| Failure::failed(e.to_string()))?;
+    flushed.map_err(|e| Failure::failed(e.to_string()))?;
+    eprintln!("exported {n} links");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(args: TransferArgs) -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    let store = open_store(&args.store).await?;
+    let mut input: Box<dyn std::io::BufRead + Send> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let result =
+        crate::transfer::import(store.as_ref(), &mut input, std::io::stderr().is_terminal()).await;
+    store.close().await;
+    let st = result.map_err(|e| Failure::failed(e.to_string()))?;
+    eprintln!(
+        "read {} links: {} created, {} already present, {} conflicting ids",
+        st.read, st.created, st.skipped, st.conflicts
+    );
+    Ok(if st.conflicts > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

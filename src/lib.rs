@@ -39,3 +39,4 @@ pub mod server;
 pub mod sniff;
 pub mod state;
 pub mod store;
+pub mod transfer;

@@ -24,7 +24,7 @@ use crate::config::ServeArgs;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::policy::Policy;
 use crate::state::{AppState, SharedState};
-use crate::store::{self, HotStore};
+use crate::store::{self, HotStore, Invalidation};
 
 /// An unfinished request head is dropped after this (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,6 +48,7 @@ pub enum ServeError {
 pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<SharedState, ServeError> {
     let id_key = args.store.id_key().map_err(ServeError::Config)?;
     let store = store::open(&args.store.location(), id_key).await?;
+    let store_blobs = store.blobs();
     let tokens = Tokens::new(args.api_tokens.iter().map(String::as_str));
     if tokens.is_empty() {
         tracing::warn!(
@@ -72,7 +73,8 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
         fetcher,
         cache: MediaCache::new(args.cache_bytes),
         gateway: args.gateway.gateway().map_err(ServeError::Config)?,
-        blobs: Arc::new(FileBlobs::new(args.store.data_dir.join("blobs"))),
+        blobs: store_blobs
+            .unwrap_or_else(|| Arc::new(FileBlobs::new(args.store.data_dir.join("blobs")))),
         blob_gc: tokio::sync::Mutex::new(()),
     }))
 }
@@ -100,10 +102,16 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&state), args.sweep_interval, stop_rx));
+    let sweeper = tokio::spawn(sweep_loop(
+        Arc::clone(&state),
+        args.sweep_interval,
+        stop_rx.clone(),
+    ));
+    let invalidator = tokio::spawn(invalidation_loop(Arc::clone(&state), stop_rx));
     serve(listener, app, shutdown_signal(), args.shutdown_grace).await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = invalidator.await;
     state.links.inner().close().await;
     tracing::info!("medialink stopped");
     Ok(())
@@ -126,6 +134,34 @@ async fn sweep_loop(
             Ok(0) => {}
             Ok(n) => tracing::info!(swept = n, "expired links deleted"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying at the next tick"),
+        }
+    }
+}
+
+/// Applies deletions made by other replicas to this one's hot map and media cache
+/// (DESIGN §6: within 1 s). A lagging or reconnected listener may have missed some,
+/// so then everything is dropped: a cold cache is slower, never wrong.
+async fn invalidation_loop(state: SharedState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(mut rx) = state.links.inner().invalidations() else {
+        return;
+    };
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed() => return,
+        };
+        match event {
+            Ok(Invalidation::Id(id)) => {
+                state.links.forget(&id);
+                state.cache.invalidate(&id).await;
+            }
+            Ok(Invalidation::All) | Err(RecvError::Lagged(_)) => {
+                tracing::info!("dropping cached links: invalidations may have been missed");
+                state.links.forget_all();
+                state.cache.invalidate_all();
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! of media: it keeps links and the id key, nothing else.
 
 mod hot;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -134,6 +136,11 @@ pub trait Store: Send + Sync + 'static {
     fn invalidations(&self) -> Option<tokio::sync::broadcast::Receiver<Invalidation>> {
         None
     }
+    /// Where this store keeps pinned bytes, when it keeps them itself (PostgreSQL);
+    /// `None` means files under the data dir.
+    fn blobs(&self) -> Option<Arc<dyn crate::blobs::BlobStore>> {
+        None
+    }
 }
 
 /// What another replica changed, so caches in this one drop it.
@@ -152,8 +159,14 @@ pub async fn open(location: &str, id_key: Option<IdKey>) -> Result<Arc<dyn Store
         return Ok(Arc::new(store));
     }
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = postgres::PgStore::open(location, id_key).await?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Config(
-            "PostgreSQL support is not built yet".into(),
+            "this build has no PostgreSQL support (cargo feature `postgres`)".into(),
         ));
     }
     Err(StoreError::Config(format!(
