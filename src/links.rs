@@ -97,10 +97,10 @@ pub fn rfc3339(unix: i64) -> String {
 /// The short URL's extension: from the verified media type when known, else from the
 /// upstream path when it names a media type, else none (DESIGN §2).
 pub fn extension(record: &LinkRecord) -> Option<&'static str> {
-    if let Some(m) = &record.media {
-        if let Some(t) = MediaType::from_mime(&m.content_type) {
-            return Some(t.ext());
-        }
+    if let Some(m) = &record.media
+        && let Some(t) = MediaType::from_mime(&m.content_type)
+    {
+        return Some(t.ext());
     }
     record
         .url
@@ -346,10 +346,10 @@ async fn collect_blob(state: &AppState, blob: &str) {
     let _gc = state.blob_gc.lock().await;
     match state.links.inner().blob_refs(blob).await {
         Ok(0) => {
-            if let Some(id) = BlobId::parse(blob) {
-                if let Err(e) = state.blobs.delete(&id).await {
-                    tracing::warn!(error = %e, blob, "could not delete an unreferenced blob");
-                }
+            if let Some(id) = BlobId::parse(blob)
+                && let Err(e) = state.blobs.delete(&id).await
+            {
+                tracing::warn!(error = %e, blob, "could not delete an unreferenced blob");
             }
         }
         Ok(_) => {}

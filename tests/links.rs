@@ -243,10 +243,10 @@ async fn sigkill_under_concurrent_creates_loses_no_acknowledged_link() {
                 else {
                     break;
                 };
-                if res.status() == 201 {
-                    if let Ok(v) = res.json::<serde_json::Value>().await {
-                        acked.push((url, v["id"].as_str().unwrap().to_owned()));
-                    }
+                if res.status() == 201
+                    && let Ok(v) = res.json::<serde_json::Value>().await
+                {
+                    acked.push((url, v["id"].as_str().unwrap().to_owned()));
                 }
             }
             acked

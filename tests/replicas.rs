@@ -145,10 +145,10 @@ async fn sigkill_of_one_replica_under_load_loses_no_acknowledged_link() {
                 else {
                     break;
                 };
-                if res.status() == 201 {
-                    if let Ok(v) = res.json::<serde_json::Value>().await {
-                        acked.push((url, v["id"].as_str().unwrap().to_owned()));
-                    }
+                if res.status() == 201
+                    && let Ok(v) = res.json::<serde_json::Value>().await
+                {
+                    acked.push((url, v["id"].as_str().unwrap().to_owned()));
                 }
             }
             acked
