@@ -31,6 +31,11 @@ pub enum Command {
     Export(TransferArgs),
     /// Read links as JSON lines (stdin without FILE), keeping ids; links already present are skipped.
     Import(TransferArgs),
+    /// Exit 0 when URL answers 200 (the container HEALTHCHECK; no curl needed).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: url::Url,
+    },
     /// Apply the store's migrations and exit.
     Migrate(StoreArgs),
 }
@@ -181,6 +186,18 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
         Command::Shorten(args) => shorten(args).await.map(|()| ExitCode::SUCCESS),
         Command::Send(args) => send(args).await,
         Command::Export(args) => export(args).await,
+        Command::Healthcheck { url } => {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            match client.get(url.clone()).send().await {
+                Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+                Ok(r) => Err(Failure::failed(format!("{url} answered {}", r.status()))),
+                Err(e) => Err(Failure::failed(format!("{url}: {e}"))),
+            }
+        }
         Command::Import(args) => import(args).await,
         Command::Migrate(args) => {
             let key = args.id_key().map_err(Failure::usage)?;
