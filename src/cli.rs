@@ -139,7 +139,13 @@ impl Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
-    init_tracing(json_logs);
+    // A one-shot command's stderr is for its one-line error; the service logs more.
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Send(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(json_logs, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,9 +165,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -50,11 +50,6 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
     let store = store::open(&args.store.location(), id_key).await?;
     let store_blobs = store.blobs();
     let tokens = Tokens::new(args.api_tokens.iter().map(String::as_str));
-    if tokens.is_empty() {
-        tracing::warn!(
-            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
-        );
-    }
     let fetcher =
         Fetcher::new(fetch_config(args)).map_err(|e| ServeError::Config(e.to_string()))?;
     if args.allow_private_upstreams {
@@ -98,6 +93,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let state = build_state(&args, args.public_base(bound)).await?;
+    if state.tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
+        );
+    }
     let app = api::router(Arc::clone(&state), args.max_body as usize);
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");

@@ -122,6 +122,7 @@ async fn sigkill_of_one_replica_under_load_loses_no_acknowledged_link() {
     };
     let (mut a, b) = (replica(&db), replica(&db));
     let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..8 {
         let base = if c % 2 == 0 {
@@ -130,6 +131,7 @@ async fn sigkill_of_one_replica_under_load_loses_no_acknowledged_link() {
             b.base.clone()
         };
         let stop = stop.clone();
+        let made = made.clone();
         clients.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut i = 0;
@@ -149,12 +151,19 @@ async fn sigkill_of_one_replica_under_load_loses_no_acknowledged_link() {
                     && let Ok(v) = res.json::<serde_json::Value>().await
                 {
                     acked.push((url, v["id"].as_str().unwrap().to_owned()));
+                    made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill mid-load once enough links were acknowledged (bounded: slow machines too).
+    let started = std::time::Instant::now();
+    while made.load(std::sync::atomic::Ordering::Relaxed) < 100
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     a.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
