@@ -48,6 +48,18 @@ pub struct ShortenArgs {
     /// Fetch and check the media now (needs a server: --server).
     #[arg(long)]
     pub verify: bool,
+    /// Convert into what the phone plays (JPEG, OGG/Opus); default: on for image and
+    /// voice under the whatsapp profile.
+    #[arg(long, overrides_with = "no_convert")]
+    pub convert: bool,
+    #[arg(long = "no-convert")]
+    pub no_convert: bool,
+    /// Keep the verified bytes, so the link outlives its upstream (needs --server).
+    #[arg(long)]
+    pub pin: bool,
+    /// Seconds until the link answers 410 Gone.
+    #[arg(long)]
+    pub expires_in: Option<u64>,
     /// A running medialink to ask (else the local store is used directly).
     #[arg(long, env = "MEDIALINK_SERVER")]
     pub server: Option<url::Url>,
@@ -237,7 +249,7 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
             .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
         let link = crate::client::Client::new(server.clone(), token.to_owned())
             .map_err(|e| Failure::usage(e.to_string()))?
-            .shorten(&args.url, args.kind, args.verify)
+            .create(&create_body(&args))
             .await
             .map_err(|e| Failure::failed(e.to_string()))?;
         println!("{}", link.short_url);
@@ -257,12 +269,12 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::failed(e.to_string()))?;
     let req = crate::links::CreateLink {
-        url: args.url,
+        url: args.url.clone(),
         kind: args.kind,
         verify: false,
-        convert: None,
+        convert: convert_choice(&args),
         pin: None,
-        expires_in: None,
+        expires_in: args.expires_in,
     };
     let result = crate::links::create(&state, &req).await;
     state.links.inner().close().await;
@@ -368,4 +380,23 @@ async fn import(args: TransferArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn convert_choice(args: &ShortenArgs) -> Option<bool> {
+    match (args.convert, args.no_convert) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+fn create_body(args: &ShortenArgs) -> serde_json::Value {
+    let mut body = serde_json::json!({"url": args.url, "kind": args.kind, "verify": args.verify, "pin": args.pin});
+    if let Some(c) = convert_choice(args) {
+        body["convert"] = c.into();
+    }
+    if let Some(e) = args.expires_in {
+        body["expires_in"] = e.into();
+    }
+    body
 }
