@@ -67,7 +67,7 @@ fn parse() -> Opts {
     o
 }
 
-struct Spawned(std::process::Child, tempfile::TempDir);
+struct Spawned(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.0.kill();

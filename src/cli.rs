@@ -27,6 +27,15 @@ pub enum Command {
     Shorten(ShortenArgs),
     /// Deliver a photo, voice note or text to a lead through the gateway.
     Send(SendArgs),
+    /// Write every link as JSON lines, one link a line with its id (stdout without FILE).
+    Export(TransferArgs),
+    /// Read links as JSON lines (stdin without FILE), keeping ids; links already present are skipped.
+    Import(TransferArgs),
+    /// Exit 0 when URL answers 200 (the container HEALTHCHECK; no curl needed).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: url::Url,
+    },
     /// Apply the store's migrations and exit.
     Migrate(StoreArgs),
     /// Write a self-signed certificate and key for local HTTPS (serve --tls-cert/--tls-key).
@@ -41,6 +50,18 @@ pub struct ShortenArgs {
     /// Fetch and check the media now (needs a server: --server).
     #[arg(long)]
     pub verify: bool,
+    /// Convert into what the phone plays (JPEG, OGG/Opus); default: on for image and
+    /// voice under the whatsapp profile.
+    #[arg(long, overrides_with = "no_convert")]
+    pub convert: bool,
+    #[arg(long = "no-convert")]
+    pub no_convert: bool,
+    /// Keep the verified bytes, so the link outlives its upstream (needs --server).
+    #[arg(long)]
+    pub pin: bool,
+    /// Seconds until the link answers 410 Gone.
+    #[arg(long)]
+    pub expires_in: Option<u64>,
     /// A running medialink to ask (else the local store is used directly).
     #[arg(long, env = "MEDIALINK_SERVER")]
     pub server: Option<url::Url>,
@@ -55,6 +76,14 @@ pub struct ShortenArgs {
     pub public_url: String,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The JSON-lines file.
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -124,7 +153,13 @@ impl Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
-    init_tracing(json_logs);
+    // A one-shot command's stderr is for its one-line error; the service logs more.
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Send(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(json_logs, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,9 +179,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -170,6 +206,20 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
             }),
         Command::Shorten(args) => shorten(args).await.map(|()| ExitCode::SUCCESS),
         Command::Send(args) => send(args).await,
+        Command::Export(args) => export(args).await,
+        Command::Healthcheck { url } => {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            match client.get(url.clone()).send().await {
+                Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+                Ok(r) => Err(Failure::failed(format!("{url} answered {}", r.status()))),
+                Err(e) => Err(Failure::failed(format!("{url}: {e}"))),
+            }
+        }
+        Command::Import(args) => import(args).await,
         Command::DevCert(args) => dev_cert(&args).map(|()| ExitCode::SUCCESS),
         Command::Migrate(args) => {
             let key = args.id_key().map_err(Failure::usage)?;
@@ -217,7 +267,7 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
             .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
         let link = crate::client::Client::new(server.clone(), token.to_owned())
             .map_err(|e| Failure::usage(e.to_string()))?
-            .shorten(&args.url, args.kind, args.verify)
+            .create(&create_body(&args))
             .await
             .map_err(|e| Failure::failed(e.to_string()))?;
         println!("{}", link.short_url);
@@ -237,12 +287,12 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::failed(e.to_string()))?;
     let req = crate::links::CreateLink {
-        url: args.url,
+        url: args.url.clone(),
         kind: args.kind,
         verify: false,
-        convert: None,
+        convert: convert_choice(&args),
         pin: None,
-        expires_in: None,
+        expires_in: args.expires_in,
     };
     let result = crate::links::create(&state, &req).await;
     state.links.inner().close().await;
@@ -296,4 +346,75 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
     .map_err(|e| Failure::usage(e.to_string()))?;
     println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
     Ok(ExitCode::from(outcome.exit_code() as u8))
+}
+
+async fn open_store(args: &StoreArgs) -> Result<std::sync::Arc<dyn crate::store::Store>, Failure> {
+    let key = args.id_key().map_err(Failure::usage)?;
+    crate::store::open(&args.location(), key)
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))
+}
+
+async fn export(args: TransferArgs) -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    let store = open_store(&args.store).await?;
+    let mut out: Box<dyn std::io::Write + Send> = match &args.file {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let result =
+        crate::transfer::export(store.as_ref(), &mut out, std::io::stderr().is_terminal()).await;
+    let flushed = out.flush();
+    store.close().await;
+    let n = result.map_err(|e| Failure::failed(e.to_string()))?;
+    flushed.map_err(|e| Failure::failed(e.to_string()))?;
+    eprintln!("exported {n} links");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(args: TransferArgs) -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    let store = open_store(&args.store).await?;
+    let mut input: Box<dyn std::io::BufRead + Send> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let result =
+        crate::transfer::import(store.as_ref(), &mut input, std::io::stderr().is_terminal()).await;
+    store.close().await;
+    let st = result.map_err(|e| Failure::failed(e.to_string()))?;
+    eprintln!(
+        "read {} links: {} created, {} already present, {} conflicting ids",
+        st.read, st.created, st.skipped, st.conflicts
+    );
+    Ok(if st.conflicts > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn convert_choice(args: &ShortenArgs) -> Option<bool> {
+    match (args.convert, args.no_convert) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+fn create_body(args: &ShortenArgs) -> serde_json::Value {
+    let mut body = serde_json::json!({"url": args.url, "kind": args.kind, "verify": args.verify, "pin": args.pin});
+    if let Some(c) = convert_choice(args) {
+        body["convert"] = c.into();
+    }
+    if let Some(e) = args.expires_in {
+        body["expires_in"] = e.into();
+    }
+    body
 }

@@ -119,6 +119,9 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the main listener.
     #[arg(long, env = "MEDIALINK_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How often expired links (and the blobs only they pin) are deleted.
+    #[arg(long, env = "MEDIALINK_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
     #[command(flatten)]
     pub gateway: GatewayArgs,
     /// How long in-flight requests may take to finish after SIGTERM.

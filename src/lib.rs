@@ -16,13 +16,15 @@
 //! - [`fetch`]: reqwest behind the SSRF guard ([`fetch::guard`]).
 //! - [`sniff`] + [`policy`]: what the bytes are, and whether the link accepts them.
 //! - [`convert`]: into what the phone plays (JPEG, OGG/Opus).
-//! - [`cache`]: the bounded media cache with single-flight misses.
+//! - [`cache`]: the bounded media cache with single-flight misses; [`blobs`]: pinned
+//!   bytes, content-addressed, kept after the upstream is gone.
 //! - [`sender`]: the ChatFlow gateway client and delivery.
 //! - [`client`]: medialink's own API, for the CLI; [`cli`]: the command line.
 //! - [`tls`]: HTTPS for the listener (rustls, reload on SIGHUP, `dev-cert`); the
 //!   threat model is SECURITY.md.
 
 pub mod api;
+pub mod blobs;
 pub mod cache;
 pub mod canon;
 pub mod cli;
@@ -40,3 +42,4 @@ pub mod sniff;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod transfer;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
+use crate::blobs::{BlobError, BlobId};
 use crate::cache::Media;
 use crate::canon::{CanonError, CanonicalUrl};
 use crate::fetch::FetchError;
@@ -62,6 +63,8 @@ pub enum LinkError {
     /// `verify: true` and the media is not acceptable.
     #[error(transparent)]
     Media(MediaError),
+    #[error(transparent)]
+    Blob(BlobError),
 }
 
 /// A link as the API shows it.
@@ -94,10 +97,10 @@ pub fn rfc3339(unix: i64) -> String {
 /// The short URL's extension: from the verified media type when known, else from the
 /// upstream path when it names a media type, else none (DESIGN §2).
 pub fn extension(record: &LinkRecord) -> Option<&'static str> {
-    if let Some(m) = &record.media {
-        if let Some(t) = MediaType::from_mime(&m.content_type) {
-            return Some(t.ext());
-        }
+    if let Some(m) = &record.media
+        && let Some(t) = MediaType::from_mime(&m.content_type)
+    {
+        return Some(t.ext());
     }
     record
         .url
@@ -153,6 +156,7 @@ fn prepare(state: &AppState, req: &CreateLink, now: i64) -> Result<NewLink, Link
         expires_at,
         convert: req.convert,
         media: None::<MediaInfo>,
+        blob: None,
     })
 }
 
@@ -174,7 +178,8 @@ async fn check(
             FetchError::Forbidden { .. } => LinkError::Forbidden(e),
             other => LinkError::Media(MediaError::Fetch(other)),
         })?;
-    if !req.verify {
+    // Pinning keeps verified (and converted) bytes: it implies verification.
+    if !req.verify && req.pin != Some(true) {
         return Ok(None);
     }
     let probe = LinkRecord {
@@ -185,6 +190,7 @@ async fn check(
         expires_at: new.expires_at,
         convert: new.convert,
         media: None,
+        blob: None,
     };
     verify::fetch_verified(state, &probe)
         .await
@@ -220,6 +226,27 @@ pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Cr
             .buffered(VERIFY_CONCURRENCY)
             .collect()
             .await;
+
+    // Pinned bytes go to the blob store before their links are inserted, under the
+    // lock blob collection takes, so a blob is never collected between the two.
+    let any_pin = reqs.iter().any(|r| r.pin == Some(true));
+    let _gc = if any_pin {
+        Some(state.blob_gc.lock().await)
+    } else {
+        None
+    };
+    let mut checked = checked;
+    for (req, c) in reqs.iter().zip(checked.iter_mut()) {
+        if req.pin != Some(true) {
+            continue;
+        }
+        if let Ok((new, Some(media))) = c {
+            match state.blobs.put(media.bytes.clone()).await {
+                Ok(id) => new.blob = Some(id.as_str().to_owned()),
+                Err(e) => *c = Err(LinkError::Blob(e)),
+            }
+        }
+    }
 
     let mut results: Vec<Option<Result<Created, LinkError>>> = Vec::with_capacity(reqs.len());
     let mut pending = Vec::new();
@@ -299,4 +326,48 @@ pub async fn create(state: &AppState, req: &CreateLink) -> Result<Created, LinkE
                 "no answer".into(),
             )))
         })
+}
+
+/// Deletes a link everywhere this process keeps it, and its pinned bytes when no
+/// other link pins them. True when the link existed.
+pub async fn delete(state: &AppState, id: &LinkId) -> Result<bool, LinkError> {
+    let record = state.links.get(id).await?;
+    let deleted = state.links.delete(id).await?;
+    state.cache.invalidate(id).await;
+    if let Some(blob) = record.and_then(|r| r.blob.clone()) {
+        collect_blob(state, &blob).await;
+    }
+    Ok(deleted)
+}
+
+/// Removes a blob once no link references it. Errors are logged, not returned: an
+/// orphan blob wastes space but breaks nothing, and the next sweep retries.
+async fn collect_blob(state: &AppState, blob: &str) {
+    let _gc = state.blob_gc.lock().await;
+    match state.links.inner().blob_refs(blob).await {
+        Ok(0) => {
+            if let Some(id) = BlobId::parse(blob)
+                && let Err(e) = state.blobs.delete(&id).await
+            {
+                tracing::warn!(error = %e, blob, "could not delete an unreferenced blob");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, blob, "could not count the links pinning a blob"),
+    }
+}
+
+/// Deletes every expired link (and the blobs only they pinned). Returns how many.
+pub async fn sweep_expired(state: &AppState) -> Result<u64, LinkError> {
+    let mut swept = 0;
+    loop {
+        let batch = state.links.inner().expired(now_unix(), 500).await?;
+        if batch.is_empty() {
+            return Ok(swept);
+        }
+        for record in batch {
+            delete(state, &record.id).await?;
+            swept += 1;
+        }
+    }
 }

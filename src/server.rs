@@ -19,12 +19,13 @@ use tower::ServiceExt;
 
 use crate::api;
 use crate::api::auth::Tokens;
+use crate::blobs::FileBlobs;
 use crate::cache::MediaCache;
 use crate::config::ServeArgs;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::policy::Policy;
 use crate::state::{AppState, SharedState};
-use crate::store::{self, HotStore};
+use crate::store::{self, HotStore, Invalidation};
 use crate::tls;
 
 /// An unfinished request head is dropped after this (slowloris).
@@ -62,12 +63,8 @@ pub enum ServeError {
 pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<SharedState, ServeError> {
     let id_key = args.store.id_key().map_err(ServeError::Config)?;
     let store = store::open(&args.store.location(), id_key).await?;
+    let store_blobs = store.blobs();
     let tokens = Tokens::new(args.api_tokens.iter().map(String::as_str));
-    if tokens.is_empty() {
-        tracing::warn!(
-            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
-        );
-    }
     let fetcher =
         Fetcher::new(fetch_config(args)).map_err(|e| ServeError::Config(e.to_string()))?;
     if args.allow_private_upstreams {
@@ -87,6 +84,9 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
         fetcher,
         cache: MediaCache::new(args.cache_bytes),
         gateway: args.gateway.gateway().map_err(ServeError::Config)?,
+        blobs: store_blobs
+            .unwrap_or_else(|| Arc::new(FileBlobs::new(args.store.data_dir.join("blobs")))),
+        blob_gc: tokio::sync::Mutex::new(()),
     }))
 }
 
@@ -119,12 +119,24 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let state = build_state(&args, args.public_base(bound)).await?;
+    if state.tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
+        );
+    }
     let app = api::router(Arc::clone(&state), args.max_body as usize);
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
-    // Background work owned by this function: stopped when serving stops.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(sweep_loop(
+        Arc::clone(&state),
+        args.sweep_interval,
+        stop_rx.clone(),
+    ));
+    let invalidator = tokio::spawn(invalidation_loop(Arc::clone(&state), stop_rx));
+    // Hold no state that needs flushing, so they are simply aborted at the end.
     let reloader = tls.clone().map(|t| tokio::spawn(tls::reload_on_sighup(t)));
-    let sweeper = tokio::spawn(api::limits::sweep_periodically(state.limits.clone()));
+    let limits_sweeper = tokio::spawn(api::limits::sweep_periodically(state.limits.clone()));
     let listening = Listening {
         tls,
         max_connections: args.limits.max_connections,
@@ -137,13 +149,65 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.shutdown_grace,
     )
     .await;
-    sweeper.abort();
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    let _ = invalidator.await;
+    limits_sweeper.abort();
     if let Some(r) = reloader {
         r.abort();
     }
     state.links.inner().close().await;
     tracing::info!("medialink stopped");
     Ok(())
+}
+
+/// Deletes expired links (and blobs only they pinned) every `every`, until stopped.
+async fn sweep_loop(
+    state: SharedState,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match crate::links::sweep_expired(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(swept = n, "expired links deleted"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying at the next tick"),
+        }
+    }
+}
+
+/// Applies deletions made by other replicas to this one's hot map and media cache
+/// (DESIGN §6: within 1 s). A lagging or reconnected listener may have missed some,
+/// so then everything is dropped: a cold cache is slower, never wrong.
+async fn invalidation_loop(state: SharedState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(mut rx) = state.links.inner().invalidations() else {
+        return;
+    };
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed() => return,
+        };
+        match event {
+            Ok(Invalidation::Id(id)) => {
+                state.links.forget(&id);
+                state.cache.invalidate(&id).await;
+            }
+            Ok(Invalidation::All) | Err(RecvError::Lagged(_)) => {
+                tracing::info!("dropping cached links: invalidations may have been missed");
+                state.links.forget_all();
+                state.cache.invalidate_all();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, then waits up to `grace` for the

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::api::auth::Tokens;
+use crate::blobs::BlobStore;
 use crate::cache::MediaCache;
 use crate::fetch::Fetcher;
 use crate::policy::Policy;
@@ -22,6 +23,11 @@ pub struct AppState {
     pub policy: Policy,
     pub fetcher: Fetcher,
     pub cache: MediaCache,
+    /// Pinned bytes, content-addressed.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Held while pinning (blob put through link insert) and while collecting a blob,
+    /// so a blob is never deleted between its write and its first reference.
+    pub blob_gc: tokio::sync::Mutex<()>,
     /// The messaging gateway for `POST /api/v1/send`, when configured.
     pub gateway: Option<crate::sender::Gateway>,
 }

@@ -223,10 +223,12 @@ async fn concurrent_creates_of_one_url_give_one_id() {
 async fn sigkill_under_concurrent_creates_loses_no_acknowledged_link() {
     let mut s = Server::start(&[]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..8 {
         let base = s.base.clone();
         let stop = stop.clone();
+        let made = made.clone();
         clients.push(tokio::spawn(async move {
             let http = http();
             let mut acked = Vec::new();
@@ -243,16 +245,23 @@ async fn sigkill_under_concurrent_creates_loses_no_acknowledged_link() {
                 else {
                     break;
                 };
-                if res.status() == 201 {
-                    if let Ok(v) = res.json::<serde_json::Value>().await {
-                        acked.push((url, v["id"].as_str().unwrap().to_owned()));
-                    }
+                if res.status() == 201
+                    && let Ok(v) = res.json::<serde_json::Value>().await
+                {
+                    acked.push((url, v["id"].as_str().unwrap().to_owned()));
+                    made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             acked
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Kill mid-load once enough links were acknowledged (bounded: slow machines too).
+    let started = std::time::Instant::now();
+    while made.load(std::sync::atomic::Ordering::Relaxed) < 200
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     s.kill();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();

@@ -86,10 +86,10 @@ fn check_addresses(data: &[u8]) {
             assert_eq!(reason, classify(IpAddr::V4(v4)), "{v6}");
         }
         // Any address that embeds a refused IPv4 is refused too.
-        if let Some(v4) = embedded_v4(v6) {
-            if classify(IpAddr::V4(v4)).is_some() {
-                assert!(reason.is_some(), "{v6} embeds refused {v4} but passes");
-            }
+        if let Some(v4) = embedded_v4(v6)
+            && classify(IpAddr::V4(v4)).is_some()
+        {
+            assert!(reason.is_some(), "{v6} embeds refused {v4} but passes");
         }
         // The bracketed literal, through the canonicalizer, is judged the same.
         let c = CanonicalUrl::parse(&format!("http://[{v6}]/")).expect("v6 literal URL");

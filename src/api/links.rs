@@ -25,6 +25,7 @@ impl From<LinkError> for Problem {
             LinkError::IdConflict(_) => Problem::new(Code::InvalidUrl, e.to_string()),
             LinkError::Forbidden(e) => Problem::new(Code::ForbiddenUpstream, e.to_string()),
             LinkError::Media(e) => crate::media::media_problem(&e, Context::Create),
+            LinkError::Blob(e) => Problem::new(Code::StoreUnavailable, e.to_string()),
         }
     }
 }
@@ -160,9 +161,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let id = parse_id(&id)?;
-    let deleted = state.links.delete(&id).await?;
-    state.cache.invalidate(&id).await;
-    if deleted {
+    if links::delete(&state, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found())

@@ -636,10 +636,10 @@ mod tests {
             let url = Url::parse(&format!("http://[{ip}]/")).expect("v6 literal url");
             prop_assert_eq!(url.host(), Some(Host::Ipv6(ip)));
             // An address that embeds a refused IPv4 is refused itself.
-            if let Some(v4) = embedded_v4(ip) {
-                if classify(IpAddr::V4(v4)).is_some() {
-                    prop_assert!(reason.is_some(), "{} embeds refused {}", ip, v4);
-                }
+            if let Some(v4) = embedded_v4(ip)
+                && classify(IpAddr::V4(v4)).is_some()
+            {
+                prop_assert!(reason.is_some(), "{} embeds refused {}", ip, v4);
             }
         }
 

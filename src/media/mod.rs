@@ -67,16 +67,16 @@ async fn lookup(state: &SharedState, id: &LinkId) -> Result<Arc<Media>, Problem>
     }
     let media = state
         .cache
-        .get_or_fetch(id, verify::fetch_verified(state, &record))
+        .get_or_fetch(id, verify::load(state, &record))
         .await
         .map_err(|e| media_problem(&e, Context::Proxy))?;
     // Remember what the bytes turned out to be, so the record (and the short URL's
     // extension) says it; only when it changed, to keep the store out of the way.
     let info = media.info();
-    if record.media.as_ref() != Some(&info) {
-        if let Err(e) = state.links.set_media(id, &info).await {
-            tracing::warn!(error = %e, %id, "could not record the verified media type");
-        }
+    if record.media.as_ref() != Some(&info)
+        && let Err(e) = state.links.set_media(id, &info).await
+    {
+        tracing::warn!(error = %e, %id, "could not record the verified media type");
     }
     Ok(media)
 }
@@ -91,11 +91,11 @@ fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     h.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
 
-    if let Some(inm) = req.get(header::IF_NONE_MATCH) {
-        if etag_matches(inm, &media.etag) {
-            *res.status_mut() = StatusCode::NOT_MODIFIED;
-            return res;
-        }
+    if let Some(inm) = req.get(header::IF_NONE_MATCH)
+        && etag_matches(inm, &media.etag)
+    {
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        return res;
     }
     let len = media.bytes.len() as u64;
     // If-Range with a different validator means: send the whole, fresh body.

@@ -62,6 +62,36 @@ pub fn converts(state: &AppState, record: &LinkRecord) -> bool {
         .unwrap_or_else(|| state.policy.convert_default(record.kind))
 }
 
+/// A link's media: its pinned bytes when it has them (the upstream may be long gone),
+/// else a fresh verified fetch. A pinned blob that cannot be read falls back to the
+/// upstream rather than failing a link that might still work.
+pub async fn load(state: &AppState, record: &LinkRecord) -> Result<Media, MediaError> {
+    if let (Some(blob), Some(info)) = (&record.blob, &record.media) {
+        let media_type = MediaType::from_mime(&info.content_type);
+        match (crate::blobs::BlobId::parse(blob), media_type) {
+            (Some(id), Some(t)) => match state.blobs.get(&id).await {
+                Ok(Some(bytes)) => {
+                    let from = info
+                        .converted_from
+                        .as_deref()
+                        .and_then(MediaType::from_mime);
+                    return Ok(Media::new(bytes, t, from, record.expires_at));
+                }
+                Ok(None) => {
+                    tracing::error!(id = %record.id, blob, "pinned blob missing; fetching the upstream")
+                }
+                Err(e) => {
+                    tracing::error!(id = %record.id, error = %e, "pinned blob unreadable; fetching the upstream")
+                }
+            },
+            _ => {
+                tracing::error!(id = %record.id, blob, "pinned link with an unreadable record; fetching the upstream")
+            }
+        }
+    }
+    fetch_verified(state, record).await
+}
+
 pub async fn fetch_verified(state: &AppState, record: &LinkRecord) -> Result<Media, MediaError> {
     let convert = converts(state, record);
     let limit = state.policy.fetch_limit(record.kind, convert);

@@ -5,6 +5,8 @@
 //! of media: it keeps links and the id key, nothing else.
 
 mod hot;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub struct LinkRecord {
     /// Whether conversion was asked for (None: the profile's default).
     pub convert: Option<bool>,
     pub media: Option<MediaInfo>,
+    /// The pinned bytes' SHA-256 (hex), when the link is pinned.
+    pub blob: Option<String>,
 }
 
 impl LinkRecord {
@@ -75,6 +79,22 @@ pub struct NewLink {
     pub expires_at: Option<i64>,
     pub convert: Option<bool>,
     pub media: Option<MediaInfo>,
+    pub blob: Option<String>,
+}
+
+impl NewLink {
+    pub fn into_record(self, id: LinkId) -> LinkRecord {
+        LinkRecord {
+            id,
+            url: self.url,
+            kind: self.kind,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            convert: self.convert,
+            media: self.media,
+            blob: self.blob,
+        }
+    }
 }
 
 /// The outcome of one insert-if-absent.
@@ -103,6 +123,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LinkRecord>, StoreError>;
     async fn set_media(&self, id: &LinkId, media: &MediaInfo) -> Result<(), StoreError>;
+    /// How many links pin this blob (the blob may be deleted at zero).
+    async fn blob_refs(&self, blob: &str) -> Result<u64, StoreError>;
+    /// Links whose `expires_at` is at or before `now`, at most `limit`.
+    async fn expired(&self, now: i64, limit: usize) -> Result<Vec<LinkRecord>, StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flushes pending writes and stops background work.
@@ -110,6 +134,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletions made by other replicas sharing this store, as they happen. `None`
     /// for a store only this process uses.
     fn invalidations(&self) -> Option<tokio::sync::broadcast::Receiver<Invalidation>> {
+        None
+    }
+    /// Where this store keeps pinned bytes, when it keeps them itself (PostgreSQL);
+    /// `None` means files under the data dir.
+    fn blobs(&self) -> Option<Arc<dyn crate::blobs::BlobStore>> {
         None
     }
 }
@@ -130,8 +159,14 @@ pub async fn open(location: &str, id_key: Option<IdKey>) -> Result<Arc<dyn Store
         return Ok(Arc::new(store));
     }
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = postgres::PgStore::open(location, id_key).await?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Config(
-            "PostgreSQL support is not built yet".into(),
+            "this build has no PostgreSQL support (cargo feature `postgres`)".into(),
         ));
     }
     Err(StoreError::Config(format!(

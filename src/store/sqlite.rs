@@ -23,20 +23,45 @@ use crate::ids::{IdKey, LinkId};
 const MAX_BATCH: usize = 4096;
 const READERS: usize = 4;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS links (
-    id TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER,
-    convert INTEGER,
-    content_type TEXT,
-    bytes INTEGER,
-    converted_from TEXT
-) WITHOUT ROWID;
-";
+/// Versioned migrations; `PRAGMA user_version` says how many have been applied.
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS links (
+         id TEXT PRIMARY KEY,
+         url TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER,
+         convert INTEGER,
+         content_type TEXT,
+         bytes INTEGER,
+         converted_from TEXT
+     ) WITHOUT ROWID;",
+    "ALTER TABLE links ADD COLUMN blob TEXT;
+     CREATE INDEX links_blob ON links (blob) WHERE blob IS NOT NULL;
+     CREATE INDEX links_expires ON links (expires_at) WHERE expires_at IS NOT NULL;",
+];
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(unavailable)?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Config(format!(
+            "the store is at schema version {applied}, newer than this build knows ({}): upgrade medialink",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute_batch(sql).map_err(unavailable)?;
+        tx.pragma_update(None, "user_version", i + 1)
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+    }
+    Ok(())
+}
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -84,7 +109,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        migrate(&mut conn)?;
         let key = load_or_create_key(&mut conn, id_key)?;
 
         let readers = (0..READERS)
@@ -282,7 +307,7 @@ fn fail(op: Op, err: StoreError) {
     }
 }
 
-const SELECT: &str = "SELECT id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from FROM links";
+const SELECT: &str = "SELECT id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob FROM links";
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> Result<LinkRecord, rusqlite::Error> {
     let bad = |i: usize, what: &str| {
@@ -309,6 +334,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> Result<LinkRecord, rusqlite::Error> {
             bytes: bytes.unwrap_or(0) as u64,
             converted_from: r.get(8).ok().flatten(),
         }),
+        blob: r.get(9)?,
     })
 }
 
@@ -336,8 +362,8 @@ fn put_one(tx: &rusqlite::Transaction<'_>, link: NewLink) -> Result<Put, rusqlit
         }
         let m = link.media.as_ref();
         tx.prepare_cached(
-            "INSERT INTO links (id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO links (id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             id.as_str(),
@@ -349,16 +375,9 @@ fn put_one(tx: &rusqlite::Transaction<'_>, link: NewLink) -> Result<Put, rusqlit
             m.map(|m| &m.content_type),
             m.map(|m| m.bytes as i64),
             m.and_then(|m| m.converted_from.as_ref()),
+            link.blob,
         ])?;
-        return Ok(Put::Created(LinkRecord {
-            id,
-            url: link.url,
-            kind: link.kind,
-            created_at: link.created_at,
-            expires_at: link.expires_at,
-            convert: link.convert,
-            media: link.media,
-        }));
+        return Ok(Put::Created(link.into_record(id)));
     }
     // 13 prefixes of a 128-bit keyed hash all taken by other URLs: not a collision
     // that can happen by chance; the store must have been tampered with.
@@ -404,6 +423,28 @@ impl Store for SqliteStore {
     async fn set_media(&self, id: &LinkId, media: &MediaInfo) -> Result<(), StoreError> {
         let (id, media) = (id.clone(), media.clone());
         self.send(|r| Op::SetMedia(id, media, r)).await
+    }
+
+    async fn blob_refs(&self, blob: &str) -> Result<u64, StoreError> {
+        let blob = blob.to_owned();
+        self.read(move |c| {
+            c.query_row("SELECT COUNT(*) FROM links WHERE blob = ?1", [blob], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
+    async fn expired(&self, now: i64, limit: usize) -> Result<Vec<LinkRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "{SELECT} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
+            ))?
+            .query_map(params![now, limit as i64], row_to_record)?
+            .collect()
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
