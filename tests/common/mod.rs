@@ -121,12 +121,11 @@ impl Server {
             .find_map(|w| w.strip_prefix("public_url="))
             .unwrap_or_default()
             .to_owned();
-        // An HTTPS server (started with --tls-cert) says so in its public URL.
-        let scheme = if public.starts_with("https://") {
-            "https"
-        } else {
-            "http"
-        };
+        let _ = public;
+        // Started with a certificate, it speaks HTTPS (whatever --public-url says).
+        let tls = args.iter().any(|a| a == "--tls-cert")
+            || env.iter().any(|(k, _)| *k == "MEDIALINK_TLS_CERT");
+        let scheme = if tls { "https" } else { "http" };
         Server {
             child: Some(child),
             addr,
