@@ -125,6 +125,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         );
     }
     let app = api::router(Arc::clone(&state), args.max_body as usize);
+    // Before the line below: from then on a SIGHUP must reload, not kill. Aborted at
+    // the end like the limits sweeper (neither holds anything to flush).
+    let reloader = tls.clone().map(|t| tokio::spawn(tls::reload_on_sighup(t)));
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -134,8 +137,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         stop_rx.clone(),
     ));
     let invalidator = tokio::spawn(invalidation_loop(Arc::clone(&state), stop_rx));
-    // Hold no state that needs flushing, so they are simply aborted at the end.
-    let reloader = tls.clone().map(|t| tokio::spawn(tls::reload_on_sighup(t)));
+    // Holds no state that needs flushing, so it is simply aborted at the end.
     let limits_sweeper = tokio::spawn(api::limits::sweep_periodically(state.limits.clone()));
     let listening = Listening {
         tls,

@@ -9,6 +9,7 @@
 //! Deliberately does not: accept connections or bound the handshake's duration; the
 //! accept loop in `server` does both.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,32 +127,39 @@ impl Reloadable {
 
 /// Reloads `tls` on every SIGHUP, until the task is aborted (the server does so when
 /// it stops).
-pub async fn reload_on_sighup(tls: Arc<Reloadable>) {
+///
+/// The handler is installed when this is called, not when the future is first polled:
+/// SIGHUP's default action ends the process, so it must be caught before the server
+/// says it is listening. Call it inside the runtime.
+pub fn reload_on_sighup(tls: Arc<Reloadable>) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: the certificate will not be reloaded");
-                return;
-            }
-        };
-        while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => {
-                    tracing::info!(cert = %tls.files.cert.display(), "TLS certificate reloaded")
-                }
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hup = match hup {
+                Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "TLS reload failed; still serving the previous certificate")
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP: the certificate will not be reloaded");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %tls.files.cert.display(), "TLS certificate reloaded")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS reload failed; still serving the previous certificate")
+                    }
                 }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tls;
-        std::future::pending::<()>().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tls;
+            std::future::pending::<()>().await;
+        }
     }
 }
 
