@@ -238,6 +238,12 @@ impl IntoResponse for Problem {
         if self.code == Code::Unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.code == Code::PayloadTooLarge {
+            // The rest of the body was never read, so hyper will not keep this
+            // connection; saying so stops a client reusing it and failing its next
+            // request. (HTTP/2 drops the header; its streams are unaffected.)
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 }
