@@ -102,6 +102,18 @@ pub struct ShortenArgs {
     /// Fetch and check the media now (needs a server: --server).
     #[arg(long)]
     pub verify: bool,
+    /// Convert into what the phone plays (JPEG, OGG/Opus); default: on for image and
+    /// voice under the whatsapp profile.
+    #[arg(long, overrides_with = "no_convert")]
+    pub convert: bool,
+    #[arg(long = "no-convert")]
+    pub no_convert: bool,
+    /// Keep the verified bytes, so the link outlives its upstream (needs --server).
+    #[arg(long)]
+    pub pin: bool,
+    /// Seconds until the link answers 410 Gone.
+    #[arg(long)]
+    pub expires_in: Option<u64>,
     /// A running medialink to ask (else the local store is used directly).
     #[arg(long, env = "MEDIALINK_SERVER")]
     pub server: Option<url::Url>,
@@ -193,7 +205,13 @@ impl Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
-    init_tracing(json_logs);
+    // A one-shot command's stderr is for its one-line error; the service logs more.
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Send(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(json_logs, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -213,9 +231,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -298,7 +317,7 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
             .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
         let link = crate::client::Client::new(server.clone(), token.to_owned())
             .map_err(|e| Failure::usage(e.to_string()))?
-            .shorten(&args.url, args.kind, args.verify)
+            .create(&create_body(&args))
             .await
             .map_err(|e| Failure::failed(e.to_string()))?;
         println!("{}", link.short_url);
@@ -321,12 +340,12 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
     .await
     .map_err(|e| Failure::failed(e.to_string()))?;
     let req = crate::links::CreateLink {
-        url: args.url,
+        url: args.url.clone(),
         kind: args.kind,
         verify: false,
-        convert: None,
+        convert: convert_choice(&args),
         pin: None,
-        expires_in: None,
+        expires_in: args.expires_in,
     };
     let result = crate::links::create(&state, &req).await;
     state.links.inner().close().await;
@@ -518,4 +537,23 @@ async fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
         print!("{}", verdict.to_text());
     }
     Ok(ExitCode::from(verdict.exit_code()))
+}
+
+fn convert_choice(args: &ShortenArgs) -> Option<bool> {
+    match (args.convert, args.no_convert) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+fn create_body(args: &ShortenArgs) -> serde_json::Value {
+    let mut body = serde_json::json!({"url": args.url, "kind": args.kind, "verify": args.verify, "pin": args.pin});
+    if let Some(c) = convert_choice(args) {
+        body["convert"] = c.into();
+    }
+    if let Some(e) = args.expires_in {
+        body["expires_in"] = e.into();
+    }
+    body
 }

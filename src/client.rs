@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::Kind;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("bad server URL: {0}")]
@@ -68,16 +66,6 @@ impl Client {
     fn endpoint(&self, path: &str) -> Result<url::Url, ClientError> {
         let base = self.base.as_str().trim_end_matches('/');
         url::Url::parse(&format!("{base}{path}")).map_err(|e| ClientError::BadServer(e.to_string()))
-    }
-
-    pub async fn shorten(
-        &self,
-        url: &str,
-        kind: Kind,
-        verify: bool,
-    ) -> Result<LinkAnswer, ClientError> {
-        self.create(&serde_json::json!({"url": url, "kind": kind, "verify": verify}))
-            .await
     }
 
     /// `POST /api/v1/links` with any create body.

@@ -54,11 +54,6 @@ pub async fn build_state(
     let store = store::open(&args.store.location(), id_key).await?;
     let store_blobs = store.blobs();
     let tokens = Tokens::new(args.api_tokens.iter().map(String::as_str));
-    if tokens.is_empty() {
-        tracing::warn!(
-            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
-        );
-    }
     let fetcher =
         Fetcher::new(fetch_config(args)).map_err(|e| ServeError::Config(e.to_string()))?;
     if args.allow_private_upstreams {
@@ -113,6 +108,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     };
     let handle = crate::metrics::install().map_err(ServeError::Config)?;
     let state = build_state(&args, args.public_base(bound), Some(handle)).await?;
+    if state.tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
+        );
+    }
     let app = api::router(
         Arc::clone(&state),
         args.max_body as usize,

@@ -52,9 +52,12 @@ fn trace(events: impl IntoIterator<Item = Event>) -> Trace {
 async fn contract(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let key = a.id_key().clone();
     let mut ids = Vec::new();
-    for (i, u) in ["https://cdn.example.com/a.jpg", "https://cdn.example.com/b.jpg"]
-        .iter()
-        .enumerate()
+    for (i, u) in [
+        "https://cdn.example.com/a.jpg",
+        "https://cdn.example.com/b.jpg",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut l = derived(&key, u);
         l.created_at += i as i64;

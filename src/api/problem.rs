@@ -244,7 +244,7 @@ impl IntoResponse for Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
-        tracing::warn!(error = %e, "store error");
+        tracing::warn!(error = %e, request_id = request_id::current().as_deref(), "store error");
         Problem::new(Code::StoreUnavailable, e.to_string())
     }
 }

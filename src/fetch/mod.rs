@@ -133,7 +133,15 @@ struct Inner {
     guard: Arc<Guard>,
     resolver: GuardResolver,
     cfg: FetchConfig,
+    /// Recent creation-time verdicts per host name. Creates of many links on one CDN
+    /// would otherwise pay a DNS lookup each (tens of ms, on a blocking thread); the
+    /// verdict is advisory anyway, since every fetch checks the addresses again.
+    /// Concurrent checks of one name share one lookup.
+    creation_checks: moka::future::Cache<String, Result<(), FetchError>>,
 }
+
+/// How long a creation-time verdict on a host name is reused.
+const CREATION_CHECK_TTL: Duration = Duration::from_secs(30);
 
 impl Fetcher {
     /// A fetcher that resolves names with the system resolver.
@@ -183,6 +191,10 @@ impl Fetcher {
                 guard,
                 resolver,
                 cfg,
+                creation_checks: moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(CREATION_CHECK_TTL)
+                    .build(),
             }),
         })
     }
@@ -197,19 +209,25 @@ impl Fetcher {
             HostCheck::Allowed(_) => return Ok(()),
             HostCheck::NeedsResolve(name) => name,
         };
-        let resolving = self.inner.resolver.resolve_checked(&name);
-        match tokio::time::timeout(self.inner.cfg.resolve_timeout, resolving).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(guard::ResolveError::Refused(r))) => Err(r.into()),
-            Ok(Err(guard::ResolveError::Lookup(e))) => {
-                tracing::debug!(host = %name, error = %e, "accepting a name that does not resolve now");
-                Ok(())
+        let check = async {
+            let resolving = self.inner.resolver.resolve_checked(&name);
+            match tokio::time::timeout(self.inner.cfg.resolve_timeout, resolving).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(guard::ResolveError::Refused(r))) => Err(r.into()),
+                Ok(Err(guard::ResolveError::Lookup(e))) => {
+                    tracing::debug!(host = %name, error = %e, "accepting a name that does not resolve now");
+                    Ok(())
+                }
+                Err(_) => {
+                    tracing::debug!(host = %name, "accepting a name whose resolution timed out");
+                    Ok(())
+                }
             }
-            Err(_) => {
-                tracing::debug!(host = %name, "accepting a name whose resolution timed out");
-                Ok(())
-            }
-        }
+        };
+        self.inner
+            .creation_checks
+            .get_with(name.clone(), check)
+            .await
     }
 
     /// GETs `url` and returns the decoded body, only if it arrived whole and within

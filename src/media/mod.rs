@@ -38,7 +38,17 @@ static CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox"
 static BYTES: HeaderValue = HeaderValue::from_static("bytes");
 
 pub fn media_problem(e: &MediaError, ctx: Context) -> Problem {
-    Problem::media(e.code(), e.to_string(), ctx)
+    let p = Problem::media(e.code(), e.to_string(), ctx);
+    if ctx == Context::Proxy {
+        // The operator's first question when a phone shows a broken image.
+        tracing::warn!(
+            code = p.code.as_str(),
+            error = %e,
+            request_id = crate::api::request_id::current().as_deref(),
+            "upstream media refused"
+        );
+    }
+    p
 }
 
 async fn serve(
