@@ -238,6 +238,12 @@ impl IntoResponse for Problem {
         if self.code == Code::Unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // These refuse before (or while) reading the body, and hyper then closes the
+        // connection instead of draining it: say so, or a client that reuses the
+        // connection for its next request races the close (IncompleteMessage).
+        if matches!(self.code, Code::Unauthorized | Code::PayloadTooLarge) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 }
