@@ -46,15 +46,22 @@ if [ "$CPUS" -ge 2 ]; then SRV="taskset -c 0"; LOAD="taskset -c 1"; WORKERS=1; e
 
 # --- media and peers --------------------------------------------------------------
 BENCH_RUN=$RUN python3 scripts/bench/gen-media.py >&2
+# nginx workers run unprivileged: they must be able to read the run folder.
+chmod 755 "$RUN"; chmod -R a+rX "$RUN/media"
 for role in origin proxy; do
   mkdir -p "$RUN/$role/tmp/body" "$RUN/$role/tmp/proxy"
   sed -e "s#@RUN@#$RUN#g" -e "s#@WORKERS@#$WORKERS#g" "scripts/bench/$role.conf.in" > "$RUN/$role/nginx.conf"
   $SRV "$NGINX" -c "$RUN/$role/nginx.conf" -p "$RUN/$role" -e "$RUN/$role/error.log" 2>/dev/null
 done
 
-say "building medialink (release)"
-cargo build --release --quiet --bin medialink
-ML=target/release/medialink
+# ML_BIN / LOAD_BIN reuse binaries already built (a fat-LTO build takes minutes).
+if [ -n "${ML_BIN:-}" ]; then ML=$ML_BIN; else
+  say "building medialink and the load harness (release)"
+  cargo build --release --quiet --bin medialink
+  ML=target/release/medialink
+fi
+if [ -n "${LOAD_BIN:-}" ]; then LOADER=("$LOAD_BIN"); else LOADER=(cargo bench --quiet --bench load --); fi
+export CARGO_BIN_EXE_medialink=$ML
 start_ml() { # port, extra args...
   local port=$1; shift
   $SRV "$ML" serve --listen "127.0.0.1:$port" --data-dir "$RUN/ml-$port" --api-token bench \
@@ -102,7 +109,6 @@ v=float(s[:-2]) if s.endswith('ms') else float(s[:-2])/1000 if s.endswith('us') 
 print(round(v,2))"; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
-declare -A R
 measure() { # case-name, then pairs of label url port
   local name=$1; shift
   local -a specs=("$@")
@@ -113,13 +119,9 @@ measure() { # case-name, then pairs of label url port
       if (( round % 2 )); then i=$k; else i=$((n - 1 - k)); fi
       local label=${specs[$((i*3))]} url=${specs[$((i*3+1))]} port=${specs[$((i*3+2))]}
       say "  $name / $label / round $round"
-      R["$name|$label"]+="$(run_case "$url" "$port");"
+      echo "$name|$label|$(run_case "$url" "$port")" >> "$RUN/results.txt"
     done
   done
-}
-col() { # name|label, field index (1 rps, 2 p50, 3 p99, 4 cpu)
-  local vals; vals=$(tr ';' '\n' <<<"${R[$1]}" | awk -v f="$2" 'NF {print $f}')
-  median $vals
 }
 
 M=http://127.0.0.1:18090; C=http://127.0.0.1:18091
@@ -130,28 +132,34 @@ measure "cold 100 KB JPEG" nginx-no-cache http://127.0.0.1:18082/m/abc123.jpg 18
 measure "cold 1 MB JPEG" nginx-no-cache http://127.0.0.1:18082/m/big456.jpg 18082 medialink-cache-0 "$C${COLD[img-1m.jpg]}" 18091
 
 say "link creation (load harness, durable before 201)"
-create1=$(cargo bench --quiet --bench load -- create --server "$M" --token bench --concurrency 1 --duration "$DURATION" 2>/dev/null | tail -1)
-create64=$(cargo bench --quiet --bench load -- create --server "$M" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1)
-batch=$(cargo bench --quiet --bench load -- batch --server "$M" --token bench --concurrency 4 --batch 1000 --duration "$DURATION" 2>/dev/null | tail -1)
+create1=$("${LOADER[@]}" create --server "$M" --token bench --concurrency 1 --duration "$DURATION" 2>/dev/null | tail -1)
+create64=$("${LOADER[@]}" create --server "$M" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1)
+batch=$("${LOADER[@]}" batch --server "$M" --token bench --concurrency 4 --batch 1000 --duration "$DURATION" 2>/dev/null | tail -1)
 
 # --- the table ------------------------------------------------------------------
 echo
 echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r); servers on CPU 0, wrk on CPU 1; wrk -t1 -c$CONNS -d$DURATION; medians of $ROUNDS alternating rounds."
 echo
-echo "| case | server | req/s | p50 ms | p99 ms | server CPU µs/req | medialink/peer (req/s) | medialink/peer (CPU/req, lower is better) |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
-for name in "warm 100 KB JPEG" "warm 1 MB JPEG" "warm 300 KB OGG" "cold 100 KB JPEG" "cold 1 MB JPEG"; do
-  ml=medialink; [[ $name == cold* ]] && ml=medialink-cache-0
-  ml_rps=$(col "$name|$ml" 1); ml_cpu=$(col "$name|$ml" 4)
-  for key in "${!R[@]}"; do
-    [[ $key == "$name|"* ]] || continue
-    label=${key#*|}
-    rps=$(col "$key" 1); cpu=$(col "$key" 4)
-    if [ "$label" = "$ml" ]; then ratio="—"; cratio="—"; else
-      ratio=$(python3 -c "print(f'{$ml_rps/$rps:.2f}x')"); cratio=$(python3 -c "print(f'{$ml_cpu/max($cpu,0.01):.2f}x')"); fi
-    echo "| $name | $label | $(printf '%.0f' "$rps") | $(col "$key" 2) | $(col "$key" 3) | $cpu | $ratio | $cratio |"
-  done | sort -t'|' -k3
-done
+python3 - "$RUN/results.txt" <<'PY'
+import statistics, sys
+from collections import OrderedDict
+runs = OrderedDict()
+for line in open(sys.argv[1]):
+    name, label, vals = line.rstrip("\n").split("|")
+    runs.setdefault(name, OrderedDict()).setdefault(label, []).append([float(v) for v in vals.split()])
+print("| case | server | req/s | p50 ms | p99 ms | server CPU µs/req | medialink/peer req/s | medialink/peer CPU per req (lower is better) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for name, peers in runs.items():
+    med = {label: [statistics.median(col) for col in zip(*rows)] for label, rows in peers.items()}
+    ml = next(l for l in med if l.startswith("medialink"))
+    for label, (rps, p50, p99, cpu) in med.items():
+        if label == ml:
+            r1 = r2 = "—"
+        else:
+            r1 = f"{med[ml][0] / rps:.2f}x"
+            r2 = f"{med[ml][3] / max(cpu, 0.01):.2f}x"
+        print(f"| {name} | {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.1f} | {r1} | {r2} |")
+PY
 echo
 echo "Link creation (each link durable before its 201):"
 echo "$create1"; echo "$create64"; echo "$batch"

@@ -40,6 +40,60 @@ pub enum Command {
     Migrate(StoreArgs),
     /// Write a self-signed certificate and key for local HTTPS (serve --tls-cert/--tls-key).
     DevCert(crate::tls::DevCertArgs),
+    /// Show a link and its delivery trace (fetches of its short URL, gateway sends).
+    Inspect(InspectArgs),
+    /// Fetch URL as the gateway would and say whether it would take it (exit 0) or not (exit 1).
+    Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The link id (or its short URL).
+    pub id: String,
+    /// Print the events endpoint's JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A running medialink to ask (shows events not yet flushed); else the store is read.
+    #[arg(long, env = "MEDIALINK_SERVER")]
+    pub server: Option<url::Url>,
+    #[arg(long, env = "MEDIALINK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Base of the short URL shown when reading the store.
+    #[arg(
+        long,
+        env = "MEDIALINK_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    pub url: String,
+    /// Media policy: whatsapp or any.
+    #[arg(long, default_value = "whatsapp")]
+    pub profile: crate::policy::Profile,
+    /// What the link would be for: image, audio, voice (a voice note) or any.
+    #[arg(long, default_value = "any")]
+    pub kind: Kind,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Allow upstreams on loopback and private addresses (intranets, tests).
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Whole fetch, body included.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -221,6 +275,20 @@ async fn dispatch(cmd: Command) -> Result<ExitCode, Failure> {
         }
         Command::Import(args) => import(args).await,
         Command::DevCert(args) => dev_cert(&args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(args) => inspect(args).await,
+        Command::Check(args) => check(args).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "medialink", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate(args) => {
             let key = args.id_key().map_err(Failure::usage)?;
             let store = crate::store::open(&args.location(), key)
@@ -282,10 +350,13 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::usage(e.to_string()))?
         .args;
     serve.store = args.store.clone();
-    let state =
-        crate::server::build_state(&serve, args.public_url.trim_end_matches('/').to_owned())
-            .await
-            .map_err(|e| Failure::failed(e.to_string()))?;
+    let state = crate::server::build_state(
+        &serve,
+        args.public_url.trim_end_matches('/').to_owned(),
+        None,
+    )
+    .await
+    .map_err(|e| Failure::failed(e.to_string()))?;
     let req = crate::links::CreateLink {
         url: args.url.clone(),
         kind: args.kind,
@@ -339,11 +410,25 @@ async fn send(args: SendArgs) -> Result<ExitCode, Failure> {
         caption: args.caption,
         fallback_text: args.fallback_text,
     };
-    let outcome = match client {
-        Some(c) => crate::sender::deliver(&gateway, &crate::client::HttpShortener(c), &req).await,
+    let outcome = match &client {
+        Some(c) => {
+            crate::sender::deliver(&gateway, &crate::client::HttpShortener(c.clone()), &req).await
+        }
         None => crate::sender::deliver(&gateway, &crate::client::NoShortener, &req).await,
     }
     .map_err(|e| Failure::usage(e.to_string()))?;
+    // The gateway answered us, not the server: tell the server, so the link's trace
+    // shows the answer beside the gateway's fetch. Best effort: the message is out.
+    if let (Some(c), Some(id)) = (
+        &client,
+        outcome
+            .short_url
+            .as_deref()
+            .and_then(crate::links::id_in_short_url),
+    ) && let Err(e) = c.report_send(id.as_str(), kind, &outcome).await
+    {
+        eprintln!("medialink: the send is not on the link's trace: {e}");
+    }
     println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
     Ok(ExitCode::from(outcome.exit_code() as u8))
 }
@@ -398,6 +483,78 @@ async fn import(args: TransferArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn inspect(args: InspectArgs) -> Result<ExitCode, Failure> {
+    // An id, or a short URL pasted from a message.
+    let id = crate::ids::LinkId::parse(&args.id)
+        .or_else(|| crate::links::id_in_short_url(&args.id))
+        .ok_or_else(|| Failure::usage(format!("`{}` is not a link id or short URL", args.id)))?;
+    let trace = match &args.server {
+        Some(server) => {
+            let token = args
+                .token
+                .as_deref()
+                .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
+            let client = crate::client::Client::new(server.clone(), token.to_owned())
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            match client.events(id.as_str()).await {
+                Ok(t) => t,
+                Err(crate::client::ClientError::Problem { status: 404, .. }) => {
+                    return Err(Failure::failed(format!("no link {id}")));
+                }
+                Err(e) => return Err(Failure::failed(e.to_string())),
+            }
+        }
+        None => {
+            let store = open_store(&args.store).await?;
+            let found = crate::inspect::from_store(
+                store.as_ref(),
+                args.public_url.trim_end_matches('/'),
+                &id,
+            )
+            .await;
+            store.close().await;
+            found
+                .map_err(|e| Failure::failed(e.to_string()))?
+                .ok_or_else(|| Failure::failed(format!("no link {id}")))?
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&trace).unwrap_or_default()
+        );
+    } else {
+        print!("{}", crate::inspect::to_text(&trace));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
+    let fetcher = crate::fetch::Fetcher::new(crate::fetch::FetchConfig {
+        timeout: args.timeout,
+        allow_private: args.allow_private,
+        ..Default::default()
+    })
+    .map_err(|e| Failure::usage(e.to_string()))?;
+    let policy = crate::policy::Policy {
+        profile: args.profile,
+        // The serve default (--any-max-bytes).
+        any_max_bytes: 32 * 1024 * 1024,
+    };
+    let verdict = crate::check::check(&fetcher, &policy, &args.url, args.kind)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verdict).unwrap_or_default()
+        );
+    } else {
+        print!("{}", verdict.to_text());
+    }
+    Ok(ExitCode::from(verdict.exit_code()))
 }
 
 fn convert_choice(args: &ShortenArgs) -> Option<bool> {

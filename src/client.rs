@@ -1,5 +1,6 @@
 //! A client of medialink's own API, for the CLI commands that talk to a running
-//! server (`shorten --server`, `send`). Problems come back as typed errors.
+//! server (`shorten --server`, `send`, `inspect --server`). Problems come back as
+//! typed errors.
 
 use std::time::Duration;
 
@@ -69,24 +70,51 @@ impl Client {
 
     /// `POST /api/v1/links` with any create body.
     pub async fn create(&self, body: &serde_json::Value) -> Result<LinkAnswer, ClientError> {
-        let res = self
+        let req = self.http.post(self.endpoint("/api/v1/links")?).json(body);
+        let bytes = self.call(req).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `GET /api/v1/links/{id}/events`: the link and its delivery trace.
+    pub async fn events(&self, id: &str) -> Result<crate::api::events::LinkTrace, ClientError> {
+        let req = self
             .http
-            .post(self.endpoint("/api/v1/links")?)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                server: self.base.to_string(),
-                detail: e.to_string(),
-            })?;
+            .get(self.endpoint(&format!("/api/v1/links/{id}/events"))?);
+        let bytes = self.call(req).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `POST /api/v1/links/{id}/events`: puts a send made here on the link's trace.
+    pub async fn report_send(
+        &self,
+        id: &str,
+        kind: crate::sender::MediaKind,
+        outcome: &crate::sender::Outcome,
+    ) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .post(self.endpoint(&format!("/api/v1/links/{id}/events"))?)
+            .json(&serde_json::json!({"kind": kind, "outcome": outcome}));
+        self.call(req).await.map(drop)
+    }
+
+    /// Sends with the token; a 2xx body, or the problem as an error.
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, ClientError> {
+        let res =
+            req.bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    server: self.base.to_string(),
+                    detail: e.to_string(),
+                })?;
         let status = res.status().as_u16();
         let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
             server: self.base.to_string(),
             detail: e.to_string(),
         })?;
         if (200..300).contains(&status) {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+            Ok(bytes)
         } else {
             let p: ProblemBody = serde_json::from_slice(&bytes).unwrap_or(ProblemBody {
                 code: String::new(),

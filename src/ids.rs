@@ -109,6 +109,14 @@ impl fmt::Display for LinkId {
     }
 }
 
+/// Parsed like any other id: a stored or received trace cannot carry a bad one.
+impl<'de> serde::Deserialize<'de> for LinkId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LinkId::parse(&s).ok_or_else(|| serde::de::Error::custom("not a link id"))
+    }
+}
+
 impl serde::Serialize for LinkId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)

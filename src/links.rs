@@ -27,7 +27,7 @@ use crate::store::{IdPlan, LinkRecord, MediaInfo, NewLink, Put, StoreError, now_
 const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
 
 /// The body of `POST /api/v1/links` (or one item of an array).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
     pub url: String,
@@ -68,24 +68,25 @@ pub enum LinkError {
 }
 
 /// A link as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkView {
+    #[schema(value_type = String, example = "k3J9aQ2mZx")]
     pub id: LinkId,
     pub short_url: String,
     pub url: String,
     pub kind: Kind,
     pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaView {
     pub content_type: String,
     pub bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converted_from: Option<String>,
 }
 
@@ -114,6 +115,13 @@ pub fn short_url(public_base: &str, record: &LinkRecord) -> String {
         Some(ext) => format!("{public_base}/m/{}.{ext}", record.id),
         None => format!("{public_base}/m/{}", record.id),
     }
+}
+
+/// The id inside a short URL (`.../m/{id}[.ext]`), whatever its host.
+pub fn id_in_short_url(short_url: &str) -> Option<LinkId> {
+    let (_, file) = short_url.rsplit_once("/m/")?;
+    let file = file.split(['?', '#']).next().unwrap_or(file);
+    LinkId::parse(file.split_once('.').map_or(file, |(id, _)| id))
 }
 
 pub fn view(public_base: &str, record: &LinkRecord) -> LinkView {

@@ -25,7 +25,17 @@ pub const WHATSAPP_AUDIO_MAX: u64 = 16 * MIB;
 pub const CONVERT_INPUT_MAX: u64 = 16 * MIB;
 
 /// What a link is for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Image,

@@ -36,7 +36,7 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the accept loop treats each connection.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Listening {
     /// HTTPS when set; read once per accepted connection, so a reload applies to new
     /// connections and never touches open ones.
@@ -60,7 +60,11 @@ pub enum ServeError {
 }
 
 /// Builds the shared state from the configuration.
-pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<SharedState, ServeError> {
+pub async fn build_state(
+    args: &ServeArgs,
+    public_base: String,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<SharedState, ServeError> {
     let id_key = args.store.id_key().map_err(ServeError::Config)?;
     let store = store::open(&args.store.location(), id_key).await?;
     let store_blobs = store.blobs();
@@ -87,6 +91,8 @@ pub async fn build_state(args: &ServeArgs, public_base: String) -> Result<Shared
         blobs: store_blobs
             .unwrap_or_else(|| Arc::new(FileBlobs::new(args.store.data_dir.join("blobs")))),
         blob_gc: tokio::sync::Mutex::new(()),
+        trace: crate::trace::Recorder::new(),
+        metrics,
     }))
 }
 
@@ -118,15 +124,28 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let state = build_state(&args, args.public_base(bound)).await?;
+    let metrics_listener = match args.metrics_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|source| ServeError::Bind { addr: a, source })?,
+        ),
+        None => None,
+    };
+    let handle = crate::metrics::install().map_err(ServeError::Config)?;
+    let state = build_state(&args, args.public_base(bound), Some(handle)).await?;
     if state.tokens.is_empty() {
         tracing::warn!(
             "no API token configured (--api-token / MEDIALINK_API_TOKENS): the API refuses every call; /m/ still serves"
         );
     }
-    let app = api::router(Arc::clone(&state), args.max_body as usize);
-    // Before the line below: from then on a SIGHUP must reload, not kill. Aborted at
-    // the end like the limits sweeper (neither holds anything to flush).
+    let app = api::router(
+        Arc::clone(&state),
+        args.max_body as usize,
+        metrics_listener.is_none(),
+    );
+    // Before the listening line: from then on a SIGHUP must reload, not kill. Aborted
+    // at the end like the limits sweeper (neither holds anything to flush).
     let reloader = tls.clone().map(|t| tokio::spawn(tls::reload_on_sighup(t)));
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
@@ -136,6 +155,25 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.sweep_interval,
         stop_rx.clone(),
     ));
+    let flusher = tokio::spawn(flush_loop(Arc::clone(&state), stop_rx.clone()));
+    let max_connections = args.limits.max_connections;
+    let metrics_server = metrics_listener.map(|l| {
+        let bound = l.local_addr().ok();
+        tracing::info!(listen = ?bound, "metrics listening");
+        let app = crate::metrics::router(Arc::clone(&state));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            // Plain HTTP: /metrics is for a scraper on a private address.
+            let listening = Listening {
+                tls: None,
+                max_connections,
+            };
+            serve(l, app, listening, stopped, Duration::from_secs(1)).await;
+        })
+    });
     let invalidator = tokio::spawn(invalidation_loop(Arc::clone(&state), stop_rx));
     // Holds no state that needs flushing, so it is simply aborted at the end.
     let limits_sweeper = tokio::spawn(api::limits::sweep_periodically(state.limits.clone()));
@@ -154,6 +192,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     let _ = invalidator.await;
+    // After the requests in flight finished, so their events are in the last flush.
+    let _ = flusher.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     limits_sweeper.abort();
     if let Some(r) = reloader {
         r.abort();
@@ -161,6 +204,31 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     state.links.inner().close().await;
     tracing::info!("medialink stopped");
     Ok(())
+}
+
+/// How often recorded trace events reach the store.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Folds recorded trace events into the store every second, and once more when
+/// stopped; also keeps the metrics recorder's histograms bounded.
+async fn flush_loop(state: SharedState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        if let Err(e) = state.trace.flush(state.links.inner().as_ref()).await {
+            tracing::warn!(error = %e, "trace flush failed; keeping the events for the next one");
+        }
+        if let Some(m) = &state.metrics {
+            m.run_upkeep();
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Deletes expired links (and blobs only they pinned) every `every`, until stopped.

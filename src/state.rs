@@ -1,5 +1,6 @@
 //! `AppState`: everything a request handler shares, built once from the parsed
-//! configuration and passed to handlers behind one `Arc` (no globals).
+//! configuration and passed to handlers behind one `Arc` (no globals but the
+//! metrics recorder).
 
 use std::sync::Arc;
 
@@ -30,4 +31,8 @@ pub struct AppState {
     pub blob_gc: tokio::sync::Mutex<()>,
     /// The messaging gateway for `POST /api/v1/send`, when configured.
     pub gateway: Option<crate::sender::Gateway>,
+    /// Delivery traces not yet in the store (flushed by the server's task).
+    pub trace: crate::trace::Recorder,
+    /// Renders `/metrics`; `None` outside `serve` (the recorder is the one global).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

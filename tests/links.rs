@@ -222,52 +222,11 @@ async fn concurrent_creates_of_one_url_give_one_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_concurrent_creates_loses_no_acknowledged_link() {
     let mut s = Server::start(&[]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for c in 0..8 {
-        let base = s.base.clone();
-        let stop = stop.clone();
-        let made = made.clone();
-        clients.push(tokio::spawn(async move {
-            let http = http();
-            let mut acked = Vec::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let url = format!("https://cdn.example.com/c{c}/{i}.jpg?sig=a%2Fb&token=t");
-                i += 1;
-                let Ok(res) = http
-                    .post(format!("{base}/api/v1/links"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"url": url}))
-                    .send()
-                    .await
-                else {
-                    break;
-                };
-                if res.status() == 201
-                    && let Ok(v) = res.json::<serde_json::Value>().await
-                {
-                    acked.push((url, v["id"].as_str().unwrap().to_owned()));
-                    made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            acked
-        }));
-    }
-    // Kill mid-load once enough links were acknowledged (bounded: slow machines too).
-    let started = std::time::Instant::now();
-    while made.load(std::sync::atomic::Ordering::Relaxed) < 200
-        && started.elapsed() < std::time::Duration::from_secs(20)
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let load = common::CreateLoad::start(std::slice::from_ref(&s.base), 8);
+    // Kill mid-load once enough links were acknowledged.
+    load.wait_for(200).await;
     s.kill();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for c in clients {
-        acked.extend(c.await.unwrap());
-    }
+    let acked = load.stop().await;
     assert!(
         acked.len() > 50,
         "the load made links before the kill ({})",

@@ -6,8 +6,6 @@
 mod common;
 mod pgutil;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::upstream::{Reply, Upstream, fixture};
@@ -121,56 +119,12 @@ async fn sigkill_of_one_replica_under_load_loses_no_acknowledged_link() {
         return;
     };
     let (mut a, b) = (replica(&db), replica(&db));
-    let stop = Arc::new(AtomicBool::new(false));
-    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for c in 0..8 {
-        let base = if c % 2 == 0 {
-            a.base.clone()
-        } else {
-            b.base.clone()
-        };
-        let stop = stop.clone();
-        let made = made.clone();
-        clients.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let url = format!("https://cdn.example.com/k{c}/{i}.jpg");
-                i += 1;
-                let Ok(res) = http()
-                    .post(format!("{base}/api/v1/links"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"url": url}))
-                    .send()
-                    .await
-                else {
-                    break;
-                };
-                if res.status() == 201
-                    && let Ok(v) = res.json::<serde_json::Value>().await
-                {
-                    acked.push((url, v["id"].as_str().unwrap().to_owned()));
-                    made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            acked
-        }));
-    }
-    // Kill mid-load once enough links were acknowledged (bounded: slow machines too).
-    let started = std::time::Instant::now();
-    while made.load(std::sync::atomic::Ordering::Relaxed) < 100
-        && started.elapsed() < std::time::Duration::from_secs(20)
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let load = common::CreateLoad::start(&[a.base.clone(), b.base.clone()], 8);
+    load.wait_for(100).await;
     a.kill();
+    // The clients of A stop at their next request; B's keep going a little.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for c in clients {
-        acked.extend(c.await.unwrap());
-    }
+    let acked = load.stop().await;
     assert!(acked.len() > 20, "load made links ({})", acked.len());
     let a2 = a.restart();
     for (url, id) in &acked {

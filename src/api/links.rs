@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::auth::Authorized;
 use crate::api::problem::{Code, Context, Problem};
 use crate::ids::LinkId;
-use crate::links::{self, CreateLink, LinkError};
+use crate::links::{self, CreateLink, LinkError, LinkView};
 use crate::state::SharedState;
 
 /// Most links in one array request (DESIGN §3).
@@ -57,6 +57,23 @@ fn parse_one(v: serde_json::Value) -> Result<CreateLink, Problem> {
     serde_json::from_value(v).map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))
 }
 
+/// Creates a link (201), or returns the existing one for a known URL (200). An array
+/// of up to 1,000 answers an array (207 when some items failed).
+#[utoipa::path(
+    post, path = "/api/v1/links", tag = "links",
+    request_body = crate::api::openapi::CreateBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Already known", body = crate::api::openapi::CreateAnswer),
+        (status = 201, description = "Created", body = crate::api::openapi::CreateAnswer),
+        (status = 207, description = "Some items of an array failed", body = Vec<crate::api::openapi::BatchItem>),
+        (status = 400, description = "Bad JSON or URL", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "URL or body too long", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "verify: the media is not acceptable", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     _: Authorized,
     State(state): State<SharedState>,
@@ -145,6 +162,18 @@ fn parse_id(id: &str) -> Result<LinkId, Problem> {
     LinkId::parse(id).ok_or_else(Problem::not_found)
 }
 
+/// The link's record.
+#[utoipa::path(
+    get, path = "/api/v1/links/{id}", tag = "links",
+    params(("id" = String, Path, description = "The link id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The link", body = LinkView),
+        (status = 401, description = "No or bad token", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     _: Authorized,
     State(state): State<SharedState>,
@@ -155,6 +184,18 @@ pub async fn get(
     Ok(Json(links::view(&state.public_base, &record)).into_response())
 }
 
+/// Deletes the link; `/m/{id}` answers 404 after.
+#[utoipa::path(
+    delete, path = "/api/v1/links/{id}", tag = "links",
+    params(("id" = String, Path, description = "The link id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or bad token", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn delete(
     _: Authorized,
     State(state): State<SharedState>,

@@ -238,10 +238,10 @@ impl IntoResponse for Problem {
         if self.code == Code::Unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.code == Code::PayloadTooLarge {
-            // The rest of the body was never read, so hyper will not keep this
-            // connection; saying so stops a client reusing it and failing its next
-            // request. (HTTP/2 drops the header; its streams are unaffected.)
+        // These refuse before (or while) reading the body, and hyper then closes the
+        // connection instead of draining it: say so, or a client that reuses the
+        // connection for its next request races the close (IncompleteMessage).
+        if matches!(self.code, Code::Unauthorized | Code::PayloadTooLarge) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
@@ -250,7 +250,7 @@ impl IntoResponse for Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
-        tracing::warn!(error = %e, "store error");
+        tracing::warn!(error = %e, request_id = request_id::current().as_deref(), "store error");
         Problem::new(Code::StoreUnavailable, e.to_string())
     }
 }

@@ -39,7 +39,9 @@ pub async fn layer(req: Request, next: Next) -> Response {
         .filter(|v| acceptable(v))
         .cloned()
         .unwrap_or_else(fresh);
-    let span = tracing::info_span!("request", request_id = ?id, method = %req.method(), path = %req.uri().path());
+    // A debug span: at the default `info` filter it costs nothing on the hot path;
+    // warnings that need the id carry it themselves (see `current`).
+    let span = tracing::debug_span!("request", request_id = ?id, method = %req.method(), path = %req.uri().path());
     let mut res = CURRENT
         .scope(
             id.clone(),

@@ -61,6 +61,21 @@ impl From<SendError> for Problem {
     }
 }
 
+/// Shortens (verified) and delivers through the gateway; one outcome back.
+#[utoipa::path(
+    post, path = "/api/v1/send", tag = "send",
+    request_body = SendRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Delivered (as asked, or as the text fallback)", body = crate::sender::Outcome),
+        (status = 400, description = "Bad JSON, phone or URL", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The media is not acceptable (the problem's outcome says more)", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 502, description = "The gateway did not deliver (the problem's outcome says what it answered)", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 pub async fn send(
     _: Authorized,
     State(state): State<SharedState>,
@@ -76,6 +91,11 @@ pub async fn send(
         )
     })?;
     let outcome = sender::deliver(gateway, &LocalShortener(&state), &req).await?;
+    let link = outcome
+        .short_url
+        .as_deref()
+        .and_then(links::id_in_short_url);
+    super::events::record_send(&state, link.as_ref(), &outcome, req.kind, "api");
     if outcome.delivered_as != DeliveredAs::None {
         return Ok(Json(outcome).into_response());
     }

@@ -236,14 +236,23 @@ impl Fetcher {
         let started = Instant::now();
         // reqwest's own timeout covers the response too, but this outer bound is the
         // one we can see: the whole fetch, body included, ends by `timeout`.
-        match tokio::time::timeout(self.inner.cfg.timeout, self.fetch_inner(url, max_bytes)).await {
-            Ok(Ok(mut fetched)) => {
-                fetched.elapsed = started.elapsed();
-                Ok(fetched)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(FetchError::Timeout),
+        let result =
+            match tokio::time::timeout(self.inner.cfg.timeout, self.fetch_inner(url, max_bytes))
+                .await
+            {
+                Ok(Ok(mut fetched)) => {
+                    fetched.elapsed = started.elapsed();
+                    Ok(fetched)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(FetchError::Timeout),
+            };
+        // Failures are timed too: a slow refusal is as telling as a slow success.
+        metrics::histogram!("medialink_upstream_fetch_seconds").record(started.elapsed());
+        if let Err(e) = &result {
+            metrics::counter!("medialink_upstream_errors_total", "code" => e.code()).increment(1);
         }
+        result
     }
 
     async fn fetch_inner(&self, url: &Url, max_bytes: u64) -> Result<Fetched, FetchError> {

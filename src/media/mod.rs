@@ -2,11 +2,15 @@
 //! touching the store or the upstream; a miss looks the link up, runs the pipeline
 //! in `verify` once for all concurrent requests, and caches only whole, verified
 //! bytes. Responses carry exactly the headers of DESIGN §3, never an upstream's.
+//! Every answer for a stored link is written down in memory for its trace (`trace`),
+//! never in the store on this path.
 
 pub mod range;
 pub mod verify;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -20,6 +24,7 @@ use crate::cache::Media;
 use crate::ids::LinkId;
 use crate::state::SharedState;
 use crate::store::now_unix;
+use crate::trace::{self, Event, FetchEvent, Source};
 use range::RangeReq;
 use verify::MediaError;
 
@@ -33,7 +38,17 @@ static CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox"
 static BYTES: HeaderValue = HeaderValue::from_static("bytes");
 
 pub fn media_problem(e: &MediaError, ctx: Context) -> Problem {
-    Problem::media(e.code(), e.to_string(), ctx)
+    let p = Problem::media(e.code(), e.to_string(), ctx);
+    if ctx == Context::Proxy {
+        // The operator's first question when a phone shows a broken image.
+        tracing::warn!(
+            code = p.code.as_str(),
+            error = %e,
+            request_id = crate::api::request_id::current().as_deref(),
+            "upstream media refused"
+        );
+    }
+    p
 }
 
 async fn serve(
@@ -42,34 +57,133 @@ async fn serve(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let started = Instant::now();
     // `{id}` or `{id}.{anything}`: the extension is cosmetic (DESIGN §2).
     let raw = file.split_once('.').map_or(file.as_str(), |(id, _)| id);
     let Some(id) = LinkId::parse(raw) else {
         return Problem::not_found().into_response();
     };
-    let media = match lookup(&state, &id).await {
-        Ok(m) => m,
-        Err(p) => return p.into_response(),
-    };
-    if media.expires_at.is_some_and(|t| t <= now_unix()) {
-        return Problem::new(Code::Expired, "this link has expired").into_response();
+    let answer = answer(&state, &id, &method, &headers).await;
+    if answer.known {
+        record(&state, &id, &method, &headers, &answer, started);
     }
-    respond(&media, &method, &headers)
+    answer.response
 }
 
-async fn lookup(state: &SharedState, id: &LinkId) -> Result<Arc<Media>, Problem> {
+/// A `/m/` answer and what the trace needs to know of it.
+struct Answer {
+    response: Response,
+    source: Source,
+    /// The problem code, when the answer is one.
+    code: Option<Code>,
+    /// Whether the id names a stored link; only those get a trace (an unknown id
+    /// must not make a row, or anyone could fill the store).
+    known: bool,
+}
+
+async fn answer(state: &SharedState, id: &LinkId, method: &Method, headers: &HeaderMap) -> Answer {
+    let failed = |p: Problem, known: bool| Answer {
+        code: Some(p.code),
+        response: p.into_response(),
+        source: Source::None,
+        known,
+    };
+    let (media, source) = match lookup(state, id).await {
+        Ok(m) => m,
+        Err((p, known)) => return failed(p, known),
+    };
+    if media.expires_at.is_some_and(|t| t <= now_unix()) {
+        return failed(Problem::new(Code::Expired, "this link has expired"), true);
+    }
+    let response = respond(&media, method, headers);
+    let code = (response.status() == StatusCode::RANGE_NOT_SATISFIABLE)
+        .then_some(Code::RangeNotSatisfiable);
+    Answer {
+        response,
+        source,
+        code,
+        known: true,
+    }
+}
+
+/// The trace event and the metrics of one answer: memory only, no I/O.
+fn record(
+    state: &SharedState,
+    id: &LinkId,
+    method: &Method,
+    headers: &HeaderMap,
+    a: &Answer,
+    started: Instant,
+) {
+    let status = a.response.status();
+    let bytes = if method == Method::HEAD || !status.is_success() {
+        0
+    } else {
+        a.response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    match a.source {
+        Source::Cache => metrics::counter!("medialink_cache_hits_total").increment(1),
+        Source::None => {}
+        _ => metrics::counter!("medialink_cache_misses_total").increment(1),
+    }
+    metrics::counter!("medialink_media_bytes_served_total").increment(bytes);
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| trace::clip(v, trace::MAX_AGENT));
+    let (client, agent) = trace::agent::classify(ua.as_deref());
+    state.trace.record(
+        id,
+        Event::Fetch(FetchEvent {
+            at: trace::now(),
+            method: method.as_str().to_owned(),
+            status: status.as_u16(),
+            bytes,
+            source: a.source,
+            client,
+            agent: agent.map(str::to_owned),
+            user_agent: ua,
+            code: a.code.map(|c| c.as_str().to_owned()),
+            ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            request_id: crate::api::request_id::current(),
+        }),
+    );
+}
+
+/// The media of a link and where it came from; on failure the problem, and whether
+/// the link exists.
+async fn lookup(state: &SharedState, id: &LinkId) -> Result<(Arc<Media>, Source), (Problem, bool)> {
     if let Some(hit) = state.cache.get(id).await {
-        return Ok(hit);
+        return Ok((hit, Source::Cache));
     }
-    let record = state.links.get(id).await?.ok_or_else(Problem::not_found)?;
+    let record = match state.links.get(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err((Problem::not_found(), false)),
+        Err(e) => return Err((e.into(), false)),
+    };
     if record.is_expired(now_unix()) {
-        return Err(Problem::new(Code::Expired, "this link has expired"));
+        return Err((Problem::new(Code::Expired, "this link has expired"), true));
     }
+    // Whether this request ran the load, or waited for a concurrent one's.
+    let ran = AtomicBool::new(false);
     let media = state
         .cache
-        .get_or_fetch(id, verify::load(state, &record))
+        .get_or_fetch(id, async {
+            ran.store(true, Ordering::Relaxed);
+            verify::load(state, &record).await
+        })
         .await
-        .map_err(|e| media_problem(&e, Context::Proxy))?;
+        .map_err(|e| (media_problem(&e, Context::Proxy), true))?;
+    let source = match (ran.load(Ordering::Relaxed), record.blob.is_some()) {
+        (false, _) => Source::Shared,
+        (true, true) => Source::Pinned,
+        (true, false) => Source::Upstream,
+    };
     // Remember what the bytes turned out to be, so the record (and the short URL's
     // extension) says it; only when it changed, to keep the store out of the way.
     let info = media.info();
@@ -78,7 +192,7 @@ async fn lookup(state: &SharedState, id: &LinkId) -> Result<Arc<Media>, Problem>
     {
         tracing::warn!(error = %e, %id, "could not record the verified media type");
     }
-    Ok(media)
+    Ok((media, source))
 }
 
 fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {

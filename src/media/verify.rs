@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::cache::Media;
 use crate::convert::{self, AudioSource, ConvertError};
 use crate::fetch::FetchError;
-use crate::policy::{Decision, PolicyError};
+use crate::policy::{Decision, Kind, Policy, PolicyError};
 use crate::sniff::{self, MediaType, SniffError};
 use crate::state::AppState;
 use crate::store::{LinkRecord, MediaInfo};
@@ -96,7 +96,14 @@ pub async fn fetch_verified(state: &AppState, record: &LinkRecord) -> Result<Med
     let convert = converts(state, record);
     let limit = state.policy.fetch_limit(record.kind, convert);
     let fetched = state.fetcher.fetch(record.url.url(), limit).await?;
-    verify_bytes(state, record, fetched.bytes).await
+    let verified = verify_bytes(state, record, fetched.bytes).await;
+    // The fetcher counts its own failures; these are the bytes that arrived but were
+    // not media the link takes, counted under the same metric by problem code.
+    if let Err(e) = &verified {
+        metrics::counter!("medialink_upstream_errors_total", "code" => e.code().as_str())
+            .increment(1);
+    }
+    verified
 }
 
 /// Sniff, decide, convert: everything after the bytes arrived whole.
@@ -106,10 +113,27 @@ pub async fn verify_bytes(
     bytes: Bytes,
 ) -> Result<Media, MediaError> {
     let convert = converts(state, record);
+    verify_with(
+        &state.policy,
+        record.kind,
+        convert,
+        bytes,
+        record.expires_at,
+    )
+    .await
+}
+
+/// [`verify_bytes`] without a link: the policy, kind and conversion choice given
+/// (`medialink check` judges a URL that has no link).
+pub async fn verify_with(
+    policy: &Policy,
+    kind: Kind,
+    convert: bool,
+    bytes: Bytes,
+    expires_at: Option<i64>,
+) -> Result<Media, MediaError> {
     let found = sniff::sniff(&bytes)?;
-    let decision = state
-        .policy
-        .decide(record.kind, convert, found, bytes.len() as u64)?;
+    let decision = policy.decide(kind, convert, found, bytes.len() as u64)?;
     let (bytes, media_type, from) = match decision {
         Decision::Serve => (bytes, found, None),
         Decision::ConvertToJpeg => {
@@ -122,7 +146,7 @@ pub async fn verify_bytes(
             (out, MediaType::OggOpus, Some(found))
         }
     };
-    Ok(Media::new(bytes, media_type, from, record.expires_at))
+    Ok(Media::new(bytes, media_type, from, expires_at))
 }
 
 fn audio_source(t: MediaType) -> Result<AudioSource, MediaError> {

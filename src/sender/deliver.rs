@@ -37,7 +37,7 @@ use super::outcome::{
 };
 
 /// What is sent. `Audio` is always a voice note (the gateway's `send-audio`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaKind {
     Image,
@@ -86,7 +86,7 @@ pub trait Shortener: Send + Sync {
 /// The body of `POST /api/v1/send` (DESIGN §9). Unknown fields are refused so that a
 /// typo such as `fallbackText` is not silently ignored. `caption` is used by image
 /// (and by the fallback text); `text` only by kind text.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub to: String,

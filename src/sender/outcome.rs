@@ -89,7 +89,7 @@ pub fn classify(result: &Result<GatewayAnswer, GatewayError>) -> Option<Failure>
 }
 
 /// How the message went out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveredAs {
     Image,
@@ -100,7 +100,7 @@ pub enum DeliveredAs {
 }
 
 /// The part of a gateway answer an outcome shows (DESIGN §9).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewaySummary {
     pub status: u16,
     pub success: bool,
@@ -119,7 +119,7 @@ impl From<&GatewayAnswer> for GatewaySummary {
 }
 
 /// A classified failure: a [`Failure`] code, or the shortener's code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutcomeError {
     pub code: String,
     pub detail: String,
@@ -127,7 +127,7 @@ pub struct OutcomeError {
 
 /// The one JSON object `medialink send` prints and `POST /api/v1/send` returns.
 /// `Deserialize` too, so the CLI can read the API's answer and pick its exit code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub delivered_as: DeliveredAs,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,9 @@
 //!
 //! It is a cache of immutable-but-deletable records, so the only invalidation is
 //! `forget`, called on every delete (local, or announced by another replica).
+//!
+//! Every call that reaches the store is timed here (`medialink_store_seconds{op}`),
+//! the one place all request-path store calls pass through.
 
 use std::sync::Arc;
 
@@ -35,7 +38,7 @@ impl HotStore {
         if let Some(hit) = self.map.get(id) {
             return Ok(Some(Arc::clone(hit.value())));
         }
-        let Some(record) = self.inner.get(id).await? else {
+        let Some(record) = timed("get", self.inner.get(id)).await? else {
             return Ok(None);
         };
         let record = Arc::new(record);
@@ -44,7 +47,7 @@ impl HotStore {
     }
 
     pub async fn put_if_absent(&self, links: Vec<NewLink>) -> Result<Vec<Put>, StoreError> {
-        let puts = self.inner.put_if_absent(links).await?;
+        let puts = timed("put", self.inner.put_if_absent(links)).await?;
         for p in &puts {
             if let Put::Created(r) | Put::Existing(r) = p {
                 self.remember(&Arc::new(r.clone()));
@@ -54,20 +57,24 @@ impl HotStore {
     }
 
     pub async fn delete(&self, id: &LinkId) -> Result<bool, StoreError> {
-        let deleted = self.inner.delete(id).await;
+        let deleted = timed("delete", self.inner.delete(id)).await;
         // Forget even on error: a stale entry must never outlive a delete attempt.
         self.forget(id);
         deleted
     }
 
     pub async fn set_media(&self, id: &LinkId, media: &MediaInfo) -> Result<(), StoreError> {
-        self.inner.set_media(id, media).await?;
+        timed("set_media", self.inner.set_media(id, media)).await?;
         if let Some(mut entry) = self.map.get_mut(id) {
             let mut r = (**entry.value()).clone();
             r.media = Some(media.clone());
             *entry.value_mut() = Arc::new(r);
         }
         Ok(())
+    }
+
+    pub async fn recent(&self, limit: usize) -> Result<Vec<LinkRecord>, StoreError> {
+        timed("recent", self.inner.recent(limit)).await
     }
 
     pub fn forget(&self, id: &LinkId) {
@@ -90,4 +97,12 @@ impl HotStore {
         }
         self.map.insert(record.id.clone(), Arc::clone(record));
     }
+}
+
+/// Runs one store call and records how long it took, whatever its result.
+pub async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = f.await;
+    metrics::histogram!("medialink_store_seconds", "op" => op).record(started.elapsed());
+    out
 }

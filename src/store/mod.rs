@@ -2,7 +2,8 @@
 //! map that sits in front of every implementation.
 //!
 //! A store acknowledges a write only once it is durable. It knows nothing of HTTP or
-//! of media: it keeps links and the id key, nothing else.
+//! of media: it keeps links, the id key and each link's delivery trace (as JSON it
+//! does not interpret beyond merging rings), nothing else.
 
 mod hot;
 #[cfg(feature = "postgres")]
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-pub use hot::HotStore;
+pub use hot::{HotStore, timed};
 
 use crate::canon::CanonicalUrl;
 use crate::ids::{FullId, IdKey, LinkId};
@@ -127,6 +128,17 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_refs(&self, blob: &str) -> Result<u64, StoreError>;
     /// Links whose `expires_at` is at or before `now`, at most `limit`.
     async fn expired(&self, now: i64, limit: usize) -> Result<Vec<LinkRecord>, StoreError>;
+    /// Appends each link's newly recorded events to its stored trace: the ring keeps
+    /// the last [`crate::trace::RING`], counters add up. Links deleted meanwhile are
+    /// skipped (no trace outlives its link).
+    async fn append_events(
+        &self,
+        traces: Vec<(LinkId, crate::trace::Trace)>,
+    ) -> Result<(), StoreError>;
+    /// The stored trace of a link, if anything was recorded.
+    async fn events(&self, id: &LinkId) -> Result<Option<crate::trace::Trace>, StoreError>;
+    /// The most recently created links, newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<LinkRecord>, StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flushes pending writes and stops background work.

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use super::{Invalidation, LinkRecord, MediaInfo, NewLink, Put, Store, StoreError};
 use crate::canon::CanonicalUrl;
 use crate::ids::{IdKey, LinkId};
+use crate::trace::{Counters, Trace};
 use writer::{Op, Reply, writer_loop};
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -150,6 +151,101 @@ static SELECT_BY_ID: std::sync::LazyLock<String> =
 static SELECT_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {COLUMNS} FROM links WHERE id > $1 ORDER BY id LIMIT $2")
 });
+static SELECT_RECENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM links ORDER BY created_at DESC, id LIMIT $1")
+});
+
+/// One link's newly recorded events, merged in one statement so that replicas
+/// appending to the same link at once both land: the ring is the old one plus the new
+/// events, trimmed to the last 50 by position; counters add up.
+const APPEND_EVENTS: &str = "
+INSERT INTO link_events AS le (id, ring, fetches, cache_hits, upstream_fetches, fetch_errors,
+    bytes_served, gateway_fetches, preview_fetches, sends, sends_delivered, last_fetch, last_send)
+SELECT $1, ($2::text)::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb, ($13::text)::jsonb
+WHERE EXISTS (SELECT 1 FROM links WHERE id = $1)
+ON CONFLICT (id) DO UPDATE SET
+    ring = (SELECT COALESCE(jsonb_agg(e ORDER BY n), '[]'::jsonb) FROM (
+        SELECT e, n FROM jsonb_array_elements(le.ring || EXCLUDED.ring) WITH ORDINALITY AS t(e, n)
+        ORDER BY n DESC LIMIT 50) s),
+    fetches = le.fetches + EXCLUDED.fetches,
+    cache_hits = le.cache_hits + EXCLUDED.cache_hits,
+    upstream_fetches = le.upstream_fetches + EXCLUDED.upstream_fetches,
+    fetch_errors = le.fetch_errors + EXCLUDED.fetch_errors,
+    bytes_served = le.bytes_served + EXCLUDED.bytes_served,
+    gateway_fetches = le.gateway_fetches + EXCLUDED.gateway_fetches,
+    preview_fetches = le.preview_fetches + EXCLUDED.preview_fetches,
+    sends = le.sends + EXCLUDED.sends,
+    sends_delivered = le.sends_delivered + EXCLUDED.sends_delivered,
+    last_fetch = COALESCE(EXCLUDED.last_fetch, le.last_fetch),
+    last_send = COALESCE(EXCLUDED.last_send, le.last_send),
+    updated_at = now()";
+
+const SELECT_EVENTS: &str = "
+SELECT ring::text, fetches, cache_hits, upstream_fetches, fetch_errors, bytes_served,
+       gateway_fetches, preview_fetches, sends, sends_delivered, last_fetch::text, last_send::text
+FROM link_events WHERE id = $1";
+
+fn row_to_trace(r: &PgRow) -> Result<Trace, StoreError> {
+    let col = |e: sqlx::Error| StoreError::Corrupt(format!("a stored trace does not decode: {e}"));
+    let n = |i: usize| -> Result<u64, StoreError> {
+        r.try_get::<i64, _>(i).map(|v| v.max(0) as u64).map_err(col)
+    };
+    let ring: String = r.try_get(0).map_err(col)?;
+    let last_fetch: Option<String> = r.try_get(10).map_err(col)?;
+    let last_send: Option<String> = r.try_get(11).map_err(col)?;
+    Ok(Trace {
+        // Events a newer build wrote and this one cannot read show as none; the
+        // counters still count them.
+        events: serde_json::from_str(&ring).unwrap_or_default(),
+        counters: Counters {
+            fetches: n(1)?,
+            cache_hits: n(2)?,
+            upstream_fetches: n(3)?,
+            fetch_errors: n(4)?,
+            bytes_served: n(5)?,
+            gateway_fetches: n(6)?,
+            preview_fetches: n(7)?,
+            sends: n(8)?,
+            sends_delivered: n(9)?,
+        },
+        last_fetch: last_fetch.and_then(|s| serde_json::from_str(&s).ok()),
+        last_send: last_send.and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+async fn append_all(pool: &PgPool, traces: &[(LinkId, Trace)]) -> Result<(), sqlx::Error> {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut tx = pool.begin().await?;
+    // Rows in id order, the same in every replica, so two flushes do not deadlock.
+    let mut sorted: Vec<&(LinkId, Trace)> = traces.iter().collect();
+    sorted.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (id, t) in sorted {
+        let c = &t.counters;
+        sqlx::query(APPEND_EVENTS)
+            .bind(id.as_str())
+            .bind(json(&t.events))
+            .bind(i(c.fetches))
+            .bind(i(c.cache_hits))
+            .bind(i(c.upstream_fetches))
+            .bind(i(c.fetch_errors))
+            .bind(i(c.bytes_served))
+            .bind(i(c.gateway_fetches))
+            .bind(i(c.preview_fetches))
+            .bind(i(c.sends))
+            .bind(i(c.sends_delivered))
+            .bind(t.last_fetch.as_ref().map(json))
+            .bind(t.last_send.as_ref().map(json))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// The trace's types are strings and integers only: serializing them cannot fail.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
 static SELECT_EXPIRED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {COLUMNS} FROM links WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2")
 });
@@ -230,6 +326,32 @@ impl Store for PgStore {
         let q = sqlx::query(&SELECT_EXPIRED)
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.read(q.fetch_all(&self.pool)).await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn append_events(&self, traces: Vec<(LinkId, Trace)>) -> Result<(), StoreError> {
+        if traces.is_empty() {
+            return Ok(());
+        }
+        // Straight through the pool, not the writer: nobody waits on this write, and
+        // the statement merges atomically, so it needs no group commit.
+        match tokio::time::timeout(WRITE_DEADLINE, append_all(&self.pool, &traces)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable(
+                "PostgreSQL did not take the trace in time".into(),
+            )),
+        }
+    }
+
+    async fn events(&self, id: &LinkId) -> Result<Option<Trace>, StoreError> {
+        let q = sqlx::query(SELECT_EVENTS).bind(id.as_str());
+        let row = self.read(q.fetch_optional(&self.pool)).await?;
+        row.as_ref().map(row_to_trace).transpose()
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<LinkRecord>, StoreError> {
+        let q = sqlx::query(&SELECT_RECENT).bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = self.read(q.fetch_all(&self.pool)).await?;
         rows.iter().map(row_to_record).collect()
     }

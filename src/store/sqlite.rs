@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{IdPlan, LinkRecord, MediaInfo, NewLink, Put, Store, StoreError};
 use crate::canon::CanonicalUrl;
 use crate::ids::{IdKey, LinkId};
+use crate::trace::{Counters, Trace};
 
 /// Most requests folded into one transaction; bounds the latency of the last one.
 const MAX_BATCH: usize = 4096;
@@ -41,6 +42,26 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE links ADD COLUMN blob TEXT;
      CREATE INDEX links_blob ON links (blob) WHERE blob IS NOT NULL;
      CREATE INDEX links_expires ON links (expires_at) WHERE expires_at IS NOT NULL;",
+    // The delivery trace (DESIGN §6): the ring as a JSON array (oldest first), the
+    // counters as columns so they can be summed in SQL, the last fetch and send as
+    // JSON. `links_created` serves the web page's list of recent links.
+    "CREATE TABLE link_events (
+         id TEXT PRIMARY KEY,
+         ring TEXT NOT NULL,
+         fetches INTEGER NOT NULL DEFAULT 0,
+         cache_hits INTEGER NOT NULL DEFAULT 0,
+         upstream_fetches INTEGER NOT NULL DEFAULT 0,
+         fetch_errors INTEGER NOT NULL DEFAULT 0,
+         bytes_served INTEGER NOT NULL DEFAULT 0,
+         gateway_fetches INTEGER NOT NULL DEFAULT 0,
+         preview_fetches INTEGER NOT NULL DEFAULT 0,
+         sends INTEGER NOT NULL DEFAULT 0,
+         sends_delivered INTEGER NOT NULL DEFAULT 0,
+         last_fetch TEXT,
+         last_send TEXT,
+         updated_at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX links_created ON links (created_at);",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -69,6 +90,7 @@ enum Op {
     Put(Vec<NewLink>, Reply<Vec<Put>>),
     Delete(LinkId, Reply<bool>),
     SetMedia(LinkId, MediaInfo, Reply<()>),
+    AppendEvents(Vec<(LinkId, Trace)>, Reply<()>),
     /// Applied after everything queued before it; the writer then checkpoints and exits.
     Shutdown(oneshot::Sender<()>),
 }
@@ -232,6 +254,7 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
         Put(Reply<Vec<Put>>, Vec<Put>),
         Delete(Reply<bool>, bool),
         SetMedia(Reply<()>),
+        Appended(Reply<()>),
         Failed(Box<dyn FnOnce() + Send>),
     }
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
@@ -255,7 +278,10 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
                 }
             },
             Op::Delete(id, reply) => {
-                match tx.execute("DELETE FROM links WHERE id = ?1", [id.as_str()]) {
+                let deleted = tx
+                    .execute("DELETE FROM link_events WHERE id = ?1", [id.as_str()])
+                    .and_then(|_| tx.execute("DELETE FROM links WHERE id = ?1", [id.as_str()]));
+                match deleted {
                     Ok(n) => Done::Delete(reply, n > 0),
                     Err(e) => Done::Failed(Box::new(move || {
                         let _ = reply.send(Err(unavailable(e)));
@@ -276,6 +302,17 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
                     let _ = reply.send(Err(unavailable(e)));
                 })),
             },
+            Op::AppendEvents(traces, reply) => {
+                match traces
+                    .into_iter()
+                    .try_for_each(|(id, t)| append_trace(&tx, &id, t))
+                {
+                    Ok(()) => Done::Appended(reply),
+                    Err(e) => Done::Failed(Box::new(move || {
+                        let _ = reply.send(Err(unavailable(e)));
+                    })),
+                }
+            }
             // The writer loop takes shutdowns out before a batch is applied.
             Op::Shutdown(done) => {
                 let _ = done.send(());
@@ -290,10 +327,10 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
             (Done::Failed(f), _) => f(),
             (Done::Put(r, puts), Ok(())) => drop(r.send(Ok(puts))),
             (Done::Delete(r, v), Ok(())) => drop(r.send(Ok(v))),
-            (Done::SetMedia(r), Ok(())) => drop(r.send(Ok(()))),
+            (Done::SetMedia(r) | Done::Appended(r), Ok(())) => drop(r.send(Ok(()))),
             (Done::Put(r, _), Err(e)) => drop(r.send(Err(e.clone()))),
             (Done::Delete(r, _), Err(e)) => drop(r.send(Err(e.clone()))),
-            (Done::SetMedia(r), Err(e)) => drop(r.send(Err(e.clone()))),
+            (Done::SetMedia(r) | Done::Appended(r), Err(e)) => drop(r.send(Err(e.clone()))),
         }
     }
 }
@@ -303,8 +340,99 @@ fn fail(op: Op, err: StoreError) {
         Op::Put(_, r) => drop(r.send(Err(err))),
         Op::Delete(_, r) => drop(r.send(Err(err))),
         Op::SetMedia(_, _, r) => drop(r.send(Err(err))),
+        Op::AppendEvents(_, r) => drop(r.send(Err(err))),
         Op::Shutdown(done) => drop(done.send(())),
     }
+}
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn read_trace(conn: &Connection, id: &str) -> Result<Option<Trace>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT ring, fetches, cache_hits, upstream_fetches, fetch_errors, bytes_served,
+                gateway_fetches, preview_fetches, sends, sends_delivered, last_fetch, last_send
+         FROM link_events WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+        let ring: String = r.get(0)?;
+        let last_fetch: Option<String> = r.get(10)?;
+        let last_send: Option<String> = r.get(11)?;
+        Ok(Trace {
+            // A ring this build cannot read (written by a newer one) shows as empty
+            // rather than failing the whole trace; the counters still count.
+            events: serde_json::from_str(&ring).unwrap_or_default(),
+            counters: Counters {
+                fetches: n(1)?,
+                cache_hits: n(2)?,
+                upstream_fetches: n(3)?,
+                fetch_errors: n(4)?,
+                bytes_served: n(5)?,
+                gateway_fetches: n(6)?,
+                preview_fetches: n(7)?,
+                sends: n(8)?,
+                sends_delivered: n(9)?,
+            },
+            last_fetch: last_fetch.and_then(|s| serde_json::from_str(&s).ok()),
+            last_send: last_send.and_then(|s| serde_json::from_str(&s).ok()),
+        })
+    })
+    .optional()
+}
+
+/// Read, merge, write: inside the writer's transaction, so nothing interleaves.
+fn append_trace(
+    tx: &rusqlite::Transaction<'_>,
+    id: &LinkId,
+    newer: Trace,
+) -> Result<(), rusqlite::Error> {
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM links WHERE id = ?1")?
+        .exists([id.as_str()])?;
+    if !exists {
+        return Ok(());
+    }
+    let mut t = read_trace(tx, id.as_str())?.unwrap_or_default();
+    t.merge(newer);
+    let c = t.counters;
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let last_fetch = t
+        .last_fetch
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json_err)?;
+    let last_send = t
+        .last_send
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json_err)?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO link_events (id, ring, fetches, cache_hits, upstream_fetches,
+             fetch_errors, bytes_served, gateway_fetches, preview_fetches, sends, sends_delivered,
+             last_fetch, last_send, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        id.as_str(),
+        serde_json::to_string(&t.events).map_err(json_err)?,
+        i(c.fetches),
+        i(c.cache_hits),
+        i(c.upstream_fetches),
+        i(c.fetch_errors),
+        i(c.bytes_served),
+        i(c.gateway_fetches),
+        i(c.preview_fetches),
+        i(c.sends),
+        i(c.sends_delivered),
+        last_fetch,
+        last_send,
+        super::now_unix(),
+    ])?;
+    Ok(())
 }
 
 const SELECT: &str = "SELECT id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob FROM links";
@@ -443,6 +571,27 @@ impl Store for SqliteStore {
             ))?
             .query_map(params![now, limit as i64], row_to_record)?
             .collect()
+        })
+        .await
+    }
+
+    async fn append_events(&self, traces: Vec<(LinkId, Trace)>) -> Result<(), StoreError> {
+        if traces.is_empty() {
+            return Ok(());
+        }
+        self.send(|r| Op::AppendEvents(traces, r)).await
+    }
+
+    async fn events(&self, id: &LinkId) -> Result<Option<Trace>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |c| read_trace(c, &id)).await
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<LinkRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!("{SELECT} ORDER BY created_at DESC, id LIMIT ?1"))?
+                .query_map([limit as i64], row_to_record)?
+                .collect()
         })
         .await
     }

@@ -42,6 +42,7 @@ pub const DISCONNECTED: &str =
 pub const NOT_ON_WHATSAPP: &str = "This number is not found on WhatsApp";
 pub const INVALID_URL: &str = "Invalid URL found";
 pub const SENT: &str = "Message sent successfully!";
+pub const BAILEYS_USER_AGENT: &str = "axios/1.7.9";
 
 /// Fixed at start.
 #[derive(Debug, Clone)]
@@ -134,6 +135,8 @@ impl FakeGateway {
     pub async fn start_with(options: Options) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
+            // Baileys downloads media through axios, with axios's default user agent.
+            .user_agent(BAILEYS_USER_AGENT)
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();

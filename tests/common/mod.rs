@@ -258,3 +258,77 @@ pub fn signed_url(base: &str, len: usize) -> String {
     }
     u
 }
+
+/// Clients creating unique links against one or more servers until stopped; what
+/// each got a `201` for is what a crash must not lose.
+pub struct CreateLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    made: Arc<std::sync::atomic::AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<Vec<(String, String)>>>,
+}
+
+impl CreateLoad {
+    /// `clients` tasks, spread over `bases` in turn.
+    pub fn start(bases: &[String], clients: usize) -> CreateLoad {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|c| {
+                let (base, stop, made) =
+                    (bases[c % bases.len()].clone(), stop.clone(), made.clone());
+                tokio::spawn(async move {
+                    let http = http();
+                    let mut acked = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let url = format!("https://cdn.example.com/c{c}/{i}.jpg?sig=a%2Fb&token=t");
+                        i += 1;
+                        let Ok(res) = http
+                            .post(format!("{base}/api/v1/links"))
+                            .bearer_auth(TOKEN)
+                            .json(&serde_json::json!({"url": url}))
+                            .send()
+                            .await
+                        else {
+                            // This client's server is gone; the others go on.
+                            break;
+                        };
+                        if res.status() == 201
+                            && let Ok(v) = res.json::<serde_json::Value>().await
+                        {
+                            acked.push((url, v["id"].as_str().unwrap().to_owned()));
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        CreateLoad {
+            stop,
+            made,
+            clients,
+        }
+    }
+
+    /// Waits until `n` links were acknowledged, or 20 s (slow machines test the same).
+    pub async fn wait_for(&self, n: usize) {
+        let started = Instant::now();
+        while self.made.load(std::sync::atomic::Ordering::Relaxed) < n
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the clients; every (url, id) that got a 201.
+    pub async fn stop(self) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for c in self.clients {
+            acked.extend(c.await.unwrap());
+        }
+        acked
+    }
+}

@@ -270,6 +270,9 @@ async fn run_in_transaction(
                 Err(e) => put_errors[i] = Some(e),
             },
             Op::Delete(id, _) => {
+                // No trace outlives its link.
+                let q = sqlx::query("DELETE FROM link_events WHERE id = $1").bind(id.as_str());
+                timed(q.execute(&mut *conn)).await?;
                 // The notification is sent at COMMIT, so no replica hears of a delete
                 // that did not happen.
                 let q = sqlx::query(
