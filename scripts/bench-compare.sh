@@ -65,7 +65,7 @@ export CARGO_BIN_EXE_medialink=$ML
 start_ml() { # port, extra args...
   local port=$1; shift
   $SRV "$ML" serve --listen "127.0.0.1:$port" --data-dir "$RUN/ml-$port" --api-token bench \
-    --profile any --allow-upstream-cidr 127.0.0.1/32 "$@" > "$RUN/ml-$port.log" 2>&1 &
+    --profile any --allow-upstream-cidr 127.0.0.1/32 --api-rate 0 "$@" > "$RUN/ml-$port.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
   say "medialink on $port did not start"; cat "$RUN/ml-$port.log" >&2; exit 1
