@@ -53,19 +53,16 @@ pub enum Command {
     Man,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct InspectArgs {
-    /// The link id (or its short URL).
-    pub id: String,
-    /// Print the events endpoint's JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// A running medialink to ask (shows events not yet flushed); else the store is read.
+/// Where a command finds links: a running medialink (`--server`, `--token`), else the
+/// store itself.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// A running medialink to ask (else the store is used directly).
     #[arg(long, env = "MEDIALINK_SERVER")]
     pub server: Option<url::Url>,
     #[arg(long, env = "MEDIALINK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Base of the short URL shown when reading the store.
+    /// Base of short URLs when the store is used directly.
     #[arg(
         long,
         env = "MEDIALINK_PUBLIC_URL",
@@ -74,6 +71,33 @@ pub struct InspectArgs {
     pub public_url: String,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+impl Target {
+    /// The API client when `--server` is given (then `--token` is required).
+    pub fn client(&self) -> Result<Option<crate::client::Client>, Failure> {
+        let Some(server) = &self.server else {
+            return Ok(None);
+        };
+        let token = self
+            .token
+            .as_deref()
+            .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
+        crate::client::Client::new(server.clone(), token.to_owned())
+            .map(Some)
+            .map_err(|e| Failure::usage(e.to_string()))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The link id (or its short URL).
+    pub id: String,
+    /// Print the events endpoint's JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,20 +140,8 @@ pub struct ShortenArgs {
     /// Seconds until the link answers 410 Gone.
     #[arg(long)]
     pub expires_in: Option<u64>,
-    /// A running medialink to ask (else the local store is used directly).
-    #[arg(long, env = "MEDIALINK_SERVER")]
-    pub server: Option<url::Url>,
-    #[arg(long, env = "MEDIALINK_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Base of the short URL when using the local store.
-    #[arg(
-        long,
-        env = "MEDIALINK_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub public_url: String,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub target: Target,
 }
 
 #[derive(clap::Args, Debug)]
@@ -328,13 +340,8 @@ fn redact(location: &str) -> String {
 }
 
 async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
-    if let Some(server) = &args.server {
-        let token = args
-            .token
-            .as_deref()
-            .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
-        let link = crate::client::Client::new(server.clone(), token.to_owned())
-            .map_err(|e| Failure::usage(e.to_string()))?
+    if let Some(client) = args.target.client()? {
+        let link = client
             .create(&create_body(&args))
             .await
             .map_err(|e| Failure::failed(e.to_string()))?;
@@ -349,10 +356,10 @@ async fn shorten(args: ShortenArgs) -> Result<(), Failure> {
     let mut serve = ServeOnly::try_parse_from(["serve"])
         .map_err(|e| Failure::usage(e.to_string()))?
         .args;
-    serve.store = args.store.clone();
+    serve.store = args.target.store.clone();
     let state = crate::server::build_state(
         &serve,
-        args.public_url.trim_end_matches('/').to_owned(),
+        args.target.public_url.trim_end_matches('/').to_owned(),
         None,
     )
     .await
@@ -490,27 +497,19 @@ async fn inspect(args: InspectArgs) -> Result<ExitCode, Failure> {
     let id = crate::ids::LinkId::parse(&args.id)
         .or_else(|| crate::links::id_in_short_url(&args.id))
         .ok_or_else(|| Failure::usage(format!("`{}` is not a link id or short URL", args.id)))?;
-    let trace = match &args.server {
-        Some(server) => {
-            let token = args
-                .token
-                .as_deref()
-                .ok_or_else(|| Failure::usage("--server needs --token (or MEDIALINK_TOKEN)"))?;
-            let client = crate::client::Client::new(server.clone(), token.to_owned())
-                .map_err(|e| Failure::usage(e.to_string()))?;
-            match client.events(id.as_str()).await {
-                Ok(t) => t,
-                Err(crate::client::ClientError::Problem { status: 404, .. }) => {
-                    return Err(Failure::failed(format!("no link {id}")));
-                }
-                Err(e) => return Err(Failure::failed(e.to_string())),
+    let trace = match args.target.client()? {
+        Some(client) => match client.events(id.as_str()).await {
+            Ok(t) => t,
+            Err(crate::client::ClientError::Problem { status: 404, .. }) => {
+                return Err(Failure::failed(format!("no link {id}")));
             }
-        }
+            Err(e) => return Err(Failure::failed(e.to_string())),
+        },
         None => {
-            let store = open_store(&args.store).await?;
+            let store = open_store(&args.target.store).await?;
             let found = crate::inspect::from_store(
                 store.as_ref(),
-                args.public_url.trim_end_matches('/'),
+                args.target.public_url.trim_end_matches('/'),
                 &id,
             )
             .await;
