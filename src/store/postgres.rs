@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use super::{Invalidation, LinkRecord, MediaInfo, NewLink, Put, Store, StoreError};
 use crate::canon::CanonicalUrl;
 use crate::ids::{IdKey, LinkId};
-use crate::trace::{Counters, Trace};
+use crate::trace::Trace;
 use writer::{Op, Reply, writer_loop};
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -193,24 +193,16 @@ fn row_to_trace(r: &PgRow) -> Result<Trace, StoreError> {
     let ring: String = r.try_get(0).map_err(col)?;
     let last_fetch: Option<String> = r.try_get(10).map_err(col)?;
     let last_send: Option<String> = r.try_get(11).map_err(col)?;
-    Ok(Trace {
-        // Events a newer build wrote and this one cannot read show as none; the
-        // counters still count them.
-        events: serde_json::from_str(&ring).unwrap_or_default(),
-        counters: Counters {
-            fetches: n(1)?,
-            cache_hits: n(2)?,
-            upstream_fetches: n(3)?,
-            fetch_errors: n(4)?,
-            bytes_served: n(5)?,
-            gateway_fetches: n(6)?,
-            preview_fetches: n(7)?,
-            sends: n(8)?,
-            sends_delivered: n(9)?,
-        },
-        last_fetch: last_fetch.and_then(|s| serde_json::from_str(&s).ok()),
-        last_send: last_send.and_then(|s| serde_json::from_str(&s).ok()),
-    })
+    let mut counters = [0u64; 9];
+    for (k, c) in counters.iter_mut().enumerate() {
+        *c = n(k + 1)?;
+    }
+    Ok(Trace::from_columns(
+        &ring,
+        counters,
+        last_fetch.as_deref(),
+        last_send.as_deref(),
+    ))
 }
 
 async fn append_all(pool: &PgPool, traces: &[(LinkId, Trace)]) -> Result<(), sqlx::Error> {

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{IdPlan, LinkRecord, MediaInfo, NewLink, Put, Store, StoreError};
 use crate::canon::CanonicalUrl;
 use crate::ids::{IdKey, LinkId};
-use crate::trace::{Counters, Trace};
+use crate::trace::Trace;
 
 /// Most requests folded into one transaction; bounds the latency of the last one.
 const MAX_BATCH: usize = 4096;
@@ -360,24 +360,16 @@ fn read_trace(conn: &Connection, id: &str) -> Result<Option<Trace>, rusqlite::Er
         let ring: String = r.get(0)?;
         let last_fetch: Option<String> = r.get(10)?;
         let last_send: Option<String> = r.get(11)?;
-        Ok(Trace {
-            // A ring this build cannot read (written by a newer one) shows as empty
-            // rather than failing the whole trace; the counters still count.
-            events: serde_json::from_str(&ring).unwrap_or_default(),
-            counters: Counters {
-                fetches: n(1)?,
-                cache_hits: n(2)?,
-                upstream_fetches: n(3)?,
-                fetch_errors: n(4)?,
-                bytes_served: n(5)?,
-                gateway_fetches: n(6)?,
-                preview_fetches: n(7)?,
-                sends: n(8)?,
-                sends_delivered: n(9)?,
-            },
-            last_fetch: last_fetch.and_then(|s| serde_json::from_str(&s).ok()),
-            last_send: last_send.and_then(|s| serde_json::from_str(&s).ok()),
-        })
+        let mut counters = [0u64; 9];
+        for (k, c) in counters.iter_mut().enumerate() {
+            *c = n(k + 1)?;
+        }
+        Ok(Trace::from_columns(
+            &ring,
+            counters,
+            last_fetch.as_deref(),
+            last_send.as_deref(),
+        ))
     })
     .optional()
 }

@@ -265,6 +265,47 @@ impl SendEvent {
     }
 }
 
+impl Trace {
+    /// A trace from its stored columns, as both stores keep them: the ring and the last
+    /// fetch and send as JSON text, the counters in `Counters` field order. A ring this
+    /// build cannot read (written by a newer one) shows as empty rather than failing the
+    /// whole trace; the counters still count.
+    pub fn from_columns(
+        ring: &str,
+        counters: [u64; 9],
+        last_fetch: Option<&str>,
+        last_send: Option<&str>,
+    ) -> Trace {
+        let [
+            fetches,
+            cache_hits,
+            upstream_fetches,
+            fetch_errors,
+            bytes_served,
+            gateway_fetches,
+            preview_fetches,
+            sends,
+            sends_delivered,
+        ] = counters;
+        Trace {
+            events: serde_json::from_str(ring).unwrap_or_default(),
+            counters: Counters {
+                fetches,
+                cache_hits,
+                upstream_fetches,
+                fetch_errors,
+                bytes_served,
+                gateway_fetches,
+                preview_fetches,
+                sends,
+                sends_delivered,
+            },
+            last_fetch: last_fetch.and_then(|s| serde_json::from_str(s).ok()),
+            last_send: last_send.and_then(|s| serde_json::from_str(s).ok()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
