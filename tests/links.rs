@@ -184,36 +184,12 @@ async fn delete_then_everything_answers_404() {
 #[tokio::test]
 async fn concurrent_creates_of_one_url_give_one_id() {
     let s = Server::start(&[]);
-    let url = "https://cdn.example.com/race.jpg";
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let base = s.base.clone();
-            tokio::spawn(async move {
-                let res = http()
-                    .post(format!("{base}/api/v1/links"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"url": url}))
-                    .send()
-                    .await
-                    .unwrap();
-                let st = res.status().as_u16();
-                (
-                    st,
-                    res.json::<serde_json::Value>().await.unwrap()["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                )
-            })
-        })
-        .collect();
-    let mut ids = std::collections::HashSet::new();
-    let mut created = 0;
-    for t in tasks {
-        let (st, id) = t.await.unwrap();
-        created += usize::from(st == 201);
-        ids.insert(id);
-    }
+    let (ids, created) = common::create_same_url_concurrently(
+        std::slice::from_ref(&s.base),
+        "https://cdn.example.com/race.jpg",
+        32,
+    )
+    .await;
     assert_eq!(ids.len(), 1);
     assert_eq!(created, 1, "exactly one 201, the rest 200");
 }

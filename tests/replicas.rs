@@ -77,36 +77,12 @@ async fn concurrent_creates_of_one_url_over_two_replicas_give_one_id() {
         return;
     };
     let (a, b) = (replica(&db), replica(&db));
-    let bases = [a.base.clone(), b.base.clone()];
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let base = bases[i % 2].clone();
-            tokio::spawn(async move {
-                let res = http()
-                    .post(format!("{base}/api/v1/links"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"url": "https://cdn.example.com/same.jpg?sig=1"}))
-                    .send()
-                    .await
-                    .unwrap();
-                let st = res.status().as_u16();
-                (
-                    st,
-                    res.json::<serde_json::Value>().await.unwrap()["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                )
-            })
-        })
-        .collect();
-    let mut ids = std::collections::HashSet::new();
-    let mut created = 0;
-    for t in tasks {
-        let (st, id) = t.await.unwrap();
-        created += usize::from(st == 201);
-        ids.insert(id);
-    }
+    let (ids, created) = common::create_same_url_concurrently(
+        &[a.base.clone(), b.base.clone()],
+        "https://cdn.example.com/same.jpg?sig=1",
+        16,
+    )
+    .await;
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(created, 1);
     drop((a, b));

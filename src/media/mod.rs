@@ -73,6 +73,8 @@ async fn serve(
 /// A `/m/` answer and what the trace needs to know of it.
 struct Answer {
     response: Response,
+    /// Body bytes sent: 0 for HEAD, 304 and errors.
+    bytes: u64,
     source: Source,
     /// The problem code, when the answer is one.
     code: Option<Code>,
@@ -85,6 +87,7 @@ async fn answer(state: &SharedState, id: &LinkId, method: &Method, headers: &Hea
     let failed = |p: Problem, known: bool| Answer {
         code: Some(p.code),
         response: p.into_response(),
+        bytes: 0,
         source: Source::None,
         known,
     };
@@ -95,11 +98,12 @@ async fn answer(state: &SharedState, id: &LinkId, method: &Method, headers: &Hea
     if media.expires_at.is_some_and(|t| t <= now_unix()) {
         return failed(Problem::new(Code::Expired, "this link has expired"), true);
     }
-    let response = respond(&media, method, headers);
+    let (response, bytes) = respond(&media, method, headers);
     let code = (response.status() == StatusCode::RANGE_NOT_SATISFIABLE)
         .then_some(Code::RangeNotSatisfiable);
     Answer {
         response,
+        bytes,
         source,
         code,
         known: true,
@@ -116,16 +120,7 @@ fn record(
     started: Instant,
 ) {
     let status = a.response.status();
-    let bytes = if method == Method::HEAD || !status.is_success() {
-        0
-    } else {
-        a.response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let bytes = a.bytes;
     match a.source {
         Source::Cache => metrics::counter!("medialink_cache_hits_total").increment(1),
         Source::None => {}
@@ -195,7 +190,8 @@ async fn lookup(state: &SharedState, id: &LinkId) -> Result<(Arc<Media>, Source)
     Ok((media, source))
 }
 
-fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
+/// The response, and how many body bytes it carries (for the trace and metrics).
+fn respond(media: &Media, method: &Method, req: &HeaderMap) -> (Response, u64) {
     let mut res = Response::new(Body::empty());
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, media.content_type.clone());
@@ -209,7 +205,7 @@ fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
         && etag_matches(inm, &media.etag)
     {
         *res.status_mut() = StatusCode::NOT_MODIFIED;
-        return res;
+        return (res, 0);
     }
     let len = media.bytes.len() as u64;
     // If-Range with a different validator means: send the whole, fresh body.
@@ -247,14 +243,16 @@ fn respond(media: &Media, method: &Method, req: &HeaderMap) -> Response {
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{len}")).unwrap_or(BYTES.clone()),
             );
-            return p;
+            return (p, 0);
         }
     };
     *res.status_mut() = status;
-    if method != Method::HEAD {
-        *res.body_mut() = Body::from(body);
+    if method == Method::HEAD {
+        return (res, 0);
     }
-    res
+    let sent = body.len() as u64;
+    *res.body_mut() = Body::from(body);
+    (res, sent)
 }
 
 fn etag_matches(header: &HeaderValue, etag: &HeaderValue) -> bool {

@@ -332,3 +332,36 @@ impl CreateLoad {
         acked
     }
 }
+
+/// `n` concurrent creates of one URL, spread over `bases` in turn: the distinct ids
+/// they got and how many answered 201.
+pub async fn create_same_url_concurrently(
+    bases: &[String],
+    url: &str,
+    n: usize,
+) -> (std::collections::HashSet<String>, usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (base, url) = (bases[i % bases.len()].clone(), url.to_owned());
+            tokio::spawn(async move {
+                let res = http()
+                    .post(format!("{base}/api/v1/links"))
+                    .bearer_auth(TOKEN)
+                    .json(&serde_json::json!({"url": url}))
+                    .send()
+                    .await
+                    .unwrap();
+                let st = res.status().as_u16();
+                let body: serde_json::Value = res.json().await.unwrap();
+                (st, body["id"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    let (mut ids, mut created) = (std::collections::HashSet::new(), 0);
+    for t in tasks {
+        let (st, id) = t.await.unwrap();
+        created += usize::from(st == 201);
+        ids.insert(id);
+    }
+    (ids, created)
+}
