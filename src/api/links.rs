@@ -45,14 +45,13 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, P
 }
 
 fn parse_one(v: serde_json::Value) -> Result<CreateLink, Problem> {
-    // Check the URL's length before serde sees it, so a huge URL is a 413, not a 400.
-    if let Some(u) = v.get("url").and_then(|u| u.as_str()) {
-        crate::canon::CanonicalUrl::parse(u)
-            .map(drop)
-            .or_else(|e| match e {
-                crate::canon::CanonError::TooLong { .. } => Err(Problem::from(e)),
-                _ => Ok(()),
-            })?;
+    // Check the URL's length before serde sees it, so a huge URL is a 413 even when
+    // the body has other faults. Only the length: `links` canonicalizes once, later
+    // (and catches a URL that re-serialization makes too long).
+    if let Some(u) = v.get("url").and_then(|u| u.as_str())
+        && u.len() > crate::canon::MAX_URL_LEN
+    {
+        return Err(crate::canon::CanonError::TooLong { len: u.len() }.into());
     }
     serde_json::from_value(v).map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))
 }
