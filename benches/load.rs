@@ -28,6 +28,9 @@ struct Opts {
     duration: Duration,
     batch: usize,
     preload: usize,
+    /// Where the created links point. An IP literal, so creation never waits on DNS
+    /// (this machine may have none); nothing fetches it unless a test asks to.
+    link_base: String,
     extra: Vec<String>,
 }
 
@@ -41,6 +44,7 @@ fn parse() -> Opts {
         duration: Duration::from_secs(10),
         batch: 1000,
         preload: 0,
+        link_base: "http://127.0.0.1:9/bench".into(),
         extra: Vec::new(),
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -56,6 +60,7 @@ fn parse() -> Opts {
             }
             "--batch" => o.batch = val().parse().expect("number"),
             "--preload" => o.preload = val().parse().expect("number"),
+            "--link-base" => o.link_base = val().trim_end_matches('/').to_owned(),
             "--serve-arg" => o.extra.push(val()),
             m if o.mode.is_empty() && !m.starts_with('-') => o.mode = m.to_owned(),
             other => panic!("unknown argument {other}"),
@@ -88,6 +93,9 @@ fn spawn_server(o: &Opts) -> (String, Spawned) {
             // The per-token rate limit (100/s by default) would be what we measure.
             "--api-rate",
             "0",
+            // The links point at an IP literal on loopback (see `link_base`).
+            "--allow-upstream-cidr",
+            "127.0.0.1/32",
             "--data-dir",
         ])
         .arg(dir.path())
@@ -138,10 +146,8 @@ impl Conn {
 }
 
 /// Unique URLs across workers and runs, so every create is a real insert.
-fn link_url(run: u64, worker: usize, i: u64) -> String {
-    format!(
-        "https://cdn.example.com/bench/{run}/{worker}/{i}.jpg?X-Amz-Signature=0123456789abcdef&token=t"
-    )
+fn link_url(base: &str, run: u64, worker: usize, i: u64) -> String {
+    format!("{base}/{run}/{worker}/{i}.jpg?X-Amz-Signature=0123456789abcdef&token=t")
 }
 
 #[tokio::main]
@@ -162,7 +168,7 @@ async fn main() {
         let started = Instant::now();
         for chunk in 0..o.preload.div_ceil(1000) {
             let body: Vec<_> = (0..1000)
-                .map(|i| serde_json::json!({"url": link_url(run, 9999, (chunk * 1000 + i) as u64)}))
+                .map(|i| serde_json::json!({"url": link_url(&o.link_base, run, 9999, (chunk * 1000 + i) as u64)}))
                 .collect();
             let req = Request::post(format!("{base}/api/v1/links"))
                 .header("host", &authority)
@@ -191,6 +197,7 @@ async fn main() {
         let (stop, done, errors, get_url) =
             (stop.clone(), done.clone(), errors.clone(), get_url.clone());
         let batch = o.batch;
+        let link_base = o.link_base.clone();
         workers.push(tokio::spawn(async move {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let mut c = connect(&authority).await;
@@ -201,11 +208,11 @@ async fn main() {
                         .header("authorization", format!("Bearer {token}"))
                         .header("content-type", "application/json")
                         .body(Full::new(Bytes::from(
-                            serde_json::to_vec(&serde_json::json!({"url": link_url(run, w, i)})).unwrap(),
+                            serde_json::to_vec(&serde_json::json!({"url": link_url(&link_base, run, w, i)})).unwrap(),
                         ))),
                     "batch" => {
                         let body: Vec<_> = (0..batch as u64)
-                            .map(|k| serde_json::json!({"url": link_url(run, w, i * batch as u64 + k)}))
+                            .map(|k| serde_json::json!({"url": link_url(&link_base, run, w, i * batch as u64 + k)}))
                             .collect();
                         Request::post(format!("{base}/api/v1/links"))
                             .header("authorization", format!("Bearer {token}"))

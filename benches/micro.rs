@@ -124,12 +124,12 @@ fn cache(c: &mut Criterion) {
         .unwrap();
     let cache = MediaCache::new(64 << 20);
     let id = LinkId::parse("k3J9aQ2mZx").unwrap();
-    let media = Arc::new(Media::new(
+    let media = Media::new(
         Bytes::from(fixture("photo.jpg")),
         MediaType::Jpeg,
         None,
         None,
-    ));
+    );
     rt.block_on(cache.insert(id.clone(), media));
     c.bench_function("cache hit", |b| {
         b.iter(|| rt.block_on(cache.get(black_box(&id))).unwrap())

@@ -132,9 +132,9 @@ measure "cold 100 KB JPEG" nginx-no-cache http://127.0.0.1:18082/m/abc123.jpg 18
 measure "cold 1 MB JPEG" nginx-no-cache http://127.0.0.1:18082/m/big456.jpg 18082 medialink-cache-0 "$C${COLD[img-1m.jpg]}" 18091
 
 say "link creation (load harness, durable before 201)"
-create1=$("${LOADER[@]}" create --server "$M" --token bench --concurrency 1 --duration "$DURATION" 2>/dev/null | tail -1)
-create64=$("${LOADER[@]}" create --server "$M" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1)
-batch=$("${LOADER[@]}" batch --server "$M" --token bench --concurrency 4 --batch 1000 --duration "$DURATION" 2>/dev/null | tail -1)
+create1=$($LOAD "${LOADER[@]}" create --server "$M" --token bench --concurrency 1 --duration "$DURATION" 2>/dev/null | tail -1)
+create64=$($LOAD "${LOADER[@]}" create --server "$M" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1)
+batch=$($LOAD "${LOADER[@]}" batch --server "$M" --token bench --concurrency 4 --batch 1000 --duration "$DURATION" 2>/dev/null | tail -1)
 
 # --- the table ------------------------------------------------------------------
 echo

@@ -22,6 +22,8 @@
 //! - [`convert`]: into what the phone plays (JPEG, OGG/Opus).
 //! - [`cache`]: the bounded media cache with single-flight misses; [`blobs`]: pinned
 //!   bytes, content-addressed, kept after the upstream is gone.
+//! - `zerocopy` (Linux): cached bodies in sealed memfds, sent with `sendfile` on
+//!   plain TCP connections.
 //! - [`sender`]: the ChatFlow gateway client and delivery.
 //! - [`check`]: one verdict on a URL, as the gateway would fetch it; [`inspect`]: a
 //!   link's trace for `medialink inspect`.
@@ -53,3 +55,9 @@ pub mod store;
 pub mod tls;
 pub mod trace;
 pub mod transfer;
+#[cfg(target_os = "linux")]
+pub mod zerocopy;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

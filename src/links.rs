@@ -8,8 +8,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
 
 use crate::blobs::{BlobError, BlobId};
@@ -319,10 +317,7 @@ async fn remember_verified(state: &AppState, c: &mut Created, media: Media) {
         }
         c.record.media = Some(info);
     }
-    state
-        .cache
-        .insert(c.record.id.clone(), Arc::new(media))
-        .await;
+    state.cache.insert(c.record.id.clone(), media).await;
 }
 
 pub async fn create(state: &AppState, req: &CreateLink) -> Result<Created, LinkError> {

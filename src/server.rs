@@ -133,6 +133,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         None => None,
     };
     let handle = crate::metrics::install().map_err(ServeError::Config)?;
+    #[cfg(target_os = "linux")]
+    {
+        // Cached media files go beside the data (see `zerocopy` for why a disk
+        // filesystem); an unusable directory only means memfds instead.
+        let dir = &args.store.data_dir;
+        let dir = std::fs::create_dir_all(dir).is_ok().then(|| dir.clone());
+        let budget = crate::zerocopy::init(dir);
+        tracing::debug!(files = budget, "cached media may use this many files");
+    }
     let state = build_state(&args, args.public_base(bound), Some(handle)).await?;
     if state.tokens.is_empty() {
         tracing::warn!(
@@ -340,6 +349,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = acceptor else {
+                // Plain TCP: cached media goes out with sendfile (see `zerocopy`).
+                #[cfg(target_os = "linux")]
+                let stream = crate::zerocopy::SendfileStream::new(stream);
                 return conn.serve(TokioIo::new(stream)).await;
             };
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

@@ -328,7 +328,7 @@ fn walk_jpeg(b: &[u8]) -> Result<(), Walk> {
             loop {
                 let ff = b
                     .get(pos..)
-                    .and_then(|rest| rest.iter().position(|&x| x == 0xFF))
+                    .and_then(|rest| memchr::memchr(0xFF, rest))
                     .ok_or(CUT)?;
                 pos += ff;
                 match *b.get(pos + 1).ok_or(CUT)? {

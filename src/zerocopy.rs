@@ -1,0 +1,297 @@
+//! Zero-copy sends of cached media over plain TCP, as nginx does with `sendfile`.
+//!
+//! A cache entry's bytes can live in an anonymous file mapped read-only
+//! ([`into_file`]); the mapping is what `Bytes` points at, so every other path
+//! (ranges, HEAD, TLS, HTTP/2) sees ordinary memory. [`SendfileStream`] wraps an
+//! accepted plain TCP connection: when hyper hands it a write whose slice lies
+//! inside such a mapping, those bytes go out with `sendfile(2)` from the file's
+//! pages instead of being copied from user memory into the socket.
+//!
+//! The file is an `O_TMPFILE` in the data directory when the filesystem allows it
+//! (never linked, so nothing is left behind after a crash), else a sealed memfd.
+//! Measured on ext4 (kernel 6.18), `sendfile` of 100 KB over loopback cost 22 µs
+//! from a data-dir file, 26 µs from a memfd and 37 µs as a copy from memory; at
+//! 1 MB 159, 217 and 294 µs: a disk filesystem's page cache holds large folios,
+//! where shmem (unless its THP is enabled) holds 4 KiB pages, one lookup each.
+//! Like nginx's cache files, those pages are page cache: written back to disk once
+//! in the background, and not counted in the process's RSS.
+//!
+//! Why it is sound: nothing writes to the file after it is mapped (a memfd is also
+//! sealed against writes and size changes; a tmpfile has no name and only this
+//! process's fd), so the pages a socket still references never change; and a slice
+//! hyper is writing is borrowed from a live `Bytes`, whose owner keeps the mapping
+//! (and its registry entry and fd) alive for the length of the call.
+
+use std::collections::BTreeMap;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, RwLock};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Every live mapping: start address -> (length, fd). Looked up once per write of
+/// a response, under a read lock that writers take only on insert and evict.
+static REGIONS: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap::new());
+
+/// Live files, and how many there may be: each holds an fd, and accepting
+/// connections needs fds too. Zero (the default) until [`init`] sets it, so a
+/// library user that never serves keeps its fds.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static BUDGET: AtomicUsize = AtomicUsize::new(0);
+/// Where tmpfiles go; unset, or refused by the filesystem, means memfds.
+static DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Raises this process's soft limit on open files to the hard one (as nginx's
+/// `worker_rlimit_nofile` does), gives a quarter of it to cached media, and
+/// remembers `dir` for their files. Returns the budget.
+pub fn init(dir: Option<PathBuf>) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            lim.current = lim.maximum;
+        }
+    }
+    let soft = lim
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let budget = soft / 4;
+    BUDGET.store(budget, Ordering::Relaxed);
+    if let Some(d) = dir {
+        let _ = DIR.set(d);
+    }
+    budget
+}
+
+/// The fd and file offset holding `s`, when `s` lies wholly inside one mapping.
+fn region_of(s: &[u8]) -> Option<(RawFd, u64)> {
+    let start = s.as_ptr() as usize;
+    let regions = REGIONS.read().unwrap_or_else(|e| e.into_inner());
+    let (&base, &(len, fd)) = regions.range(..=start).next_back()?;
+    (start + s.len() <= base + len).then(|| (fd, (start - base) as u64))
+}
+
+/// A read-only shared mapping of a file nobody writes; the owner behind a `Bytes`.
+struct Mapping {
+    addr: usize,
+    len: usize,
+    // Kept open for `sendfile`; closed (after the unmap) when the last `Bytes` goes.
+    _fd: OwnedFd,
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `addr..addr+len` is a live PROT_READ mapping of a file that is
+        // never written or resized after `map_new`, unmapped only in `drop`.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        REGIONS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.addr);
+        // SAFETY: the mapping was made by `map_new` with this address and length,
+        // and no slice of it outlives its `Bytes`, the last of which is going now.
+        let _ = unsafe { rustix::mm::munmap(self.addr as *mut _, self.len) };
+    }
+}
+
+/// The same bytes, moved into a file [`SendfileStream`] can send without a copy.
+/// Errors (no tmpfile or memfd, out of fds or map slots) leave the caller to keep
+/// the bytes as they are: this is an optimization, never a requirement.
+pub fn into_file(bytes: &[u8]) -> io::Result<Bytes> {
+    if bytes.is_empty() {
+        return Ok(Bytes::new());
+    }
+    if LIVE.fetch_add(1, Ordering::Relaxed) >= BUDGET.load(Ordering::Relaxed) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        return Err(io::Error::other("the fd budget for cached media is spent"));
+    }
+    // From here on a failure gives the slot back; success hands it to the Mapping.
+    let made = map_new(bytes);
+    if made.is_err() {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+    made
+}
+
+/// An unnamed file holding `bytes`: a tmpfile in [`DIR`], else a sealed memfd.
+fn file_with(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let tmp = DIR.get().and_then(|dir| {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .ok()?;
+        write_all(&fd, bytes).ok()?;
+        Some(fd)
+    });
+    if let Some(fd) = tmp {
+        return Ok(fd);
+    }
+    let fd = rustix::fs::memfd_create(
+        c"medialink-media",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    write_all(&fd, bytes)?;
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?;
+    Ok(fd)
+}
+
+fn write_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match rustix::io::pwrite(fd, &bytes[written..], written as u64)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => written += n,
+        }
+    }
+    Ok(())
+}
+
+fn map_new(bytes: &[u8]) -> io::Result<Bytes> {
+    let fd = file_with(bytes)?;
+    let len = bytes.len();
+    // SAFETY: a fresh mapping placed by the kernel, of a file `len` long that is
+    // never written or resized again.
+    let addr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ,
+            MapFlags::SHARED,
+            &fd,
+            0,
+        )
+    }? as usize;
+    REGIONS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(addr, (len, fd.as_raw_fd()));
+    Ok(Bytes::from_owner(Mapping { addr, len, _fd: fd }))
+}
+
+/// An accepted TCP connection whose writes of file-backed bytes use `sendfile`.
+#[derive(Debug)]
+pub struct SendfileStream {
+    inner: TcpStream,
+}
+
+impl SendfileStream {
+    pub fn new(inner: TcpStream) -> Self {
+        Self { inner }
+    }
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // The first mapped slice, with the plain ones before it (the response head).
+        let Some((k, fd, offset)) = bufs
+            .iter()
+            .enumerate()
+            .find_map(|(k, b)| region_of(b).map(|(fd, off)| (k, fd, off)))
+        else {
+            return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        };
+        let this = &self.inner;
+        loop {
+            ready!(this.poll_write_ready(cx))?;
+            // SAFETY: `fd` belongs to the mapping `bufs[k]` points into, which the
+            // caller's `Bytes` keeps alive for this whole call.
+            let file = unsafe { BorrowedFd::borrow_raw(fd) };
+            match this.try_io(Interest::WRITABLE, || {
+                send_head_and_file(this.as_fd(), &bufs[..k], file, offset, bufs[k].len())
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Writes `head` (with MSG_MORE, so it leaves in the same segment as the file's first
+/// bytes), then up to `len` bytes of `file` from `offset`. Returns the bytes written;
+/// `WouldBlock` only when nothing was.
+fn send_head_and_file(
+    sock: BorrowedFd<'_>,
+    head: &[IoSlice<'_>],
+    file: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let head_len: usize = head.iter().map(|b| b.len()).sum();
+    let mut sent = 0;
+    if head_len > 0 {
+        sent = rustix::net::sendmsg(
+            sock,
+            head,
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::MORE | SendFlags::NOSIGNAL,
+        )?;
+        if sent < head_len {
+            return Ok(sent);
+        }
+    }
+    let mut off = offset;
+    match rustix::fs::sendfile(sock, file, Some(&mut off), len) {
+        Ok(n) => Ok(sent + n),
+        // The head went out: report that much; the file part is retried.
+        Err(_) if sent > 0 => Ok(sent),
+        Err(e) => Err(e.into()),
+    }
+}
