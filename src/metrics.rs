@@ -8,15 +8,22 @@
 //! Labels are bounded: the route is axum's matched path (`/m/{file}`), never the raw
 //! path, so ids cannot explode the series count.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, RwLock};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use tower::{Layer, Service};
 
 use crate::state::SharedState;
 
@@ -101,21 +108,121 @@ fn describe() {
     );
 }
 
-/// Counts every answer by matched route and status. A request no route matched is
-/// `unmatched`, whatever its path.
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("medialink_http_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("medialink_http_request_seconds", "route" => route)
-        .record(started.elapsed());
-    res
+/// The layer that counts every answer by matched route and status and times it.
+/// A plain tower service with its handles cached per route and status: building a
+/// labelled key and finding it in the registry on every request cost more than
+/// the counting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+    fn layer(&self, inner: S) -> Track<S> {
+        Track { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+}
+
+/// One route's handles: its latency histogram and a counter per status seen.
+struct RouteHandles {
+    route: Box<str>,
+    seconds: Histogram,
+    by_status: RwLock<HashMap<u16, Counter>>,
+}
+
+/// Route -> handles. Routes are axum's matched paths, a fixed small set.
+static HANDLES: LazyLock<RwLock<HashMap<Box<str>, Arc<RouteHandles>>>> =
+    LazyLock::new(Default::default);
+
+fn route_handles(route: &str) -> Arc<RouteHandles> {
+    if let Some(h) = HANDLES.read().unwrap_or_else(|e| e.into_inner()).get(route) {
+        return Arc::clone(h);
+    }
+    let mut map = HANDLES.write().unwrap_or_else(|e| e.into_inner());
+    let h = map.entry(route.into()).or_insert_with(|| {
+        Arc::new(RouteHandles {
+            route: route.into(),
+            seconds: metrics::histogram!("medialink_http_request_seconds", "route" => route.to_owned()),
+            by_status: RwLock::default(),
+        })
+    });
+    Arc::clone(h)
+}
+
+impl RouteHandles {
+    fn answered(&self, status: u16) {
+        if let Some(c) = self
+            .by_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&status)
+        {
+            c.increment(1);
+            return;
+        }
+        self.by_status
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_insert_with(|| {
+                metrics::counter!("medialink_http_requests_total", "route" => self.route.to_string(), "status" => status.to_string())
+            })
+            .increment(1);
+    }
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let handles = route_handles(route);
+        TrackFuture {
+            inner: self.inner.call(req),
+            handles,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        handles: Arc<RouteHandles>,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        this.handles.seconds.record(this.started.elapsed());
+        this.handles.answered(res.status().as_u16());
+        Poll::Ready(Ok(res))
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -14,7 +14,7 @@ use pgutil::derived;
 
 fn fetch(n: u64) -> Event {
     Event::Fetch(FetchEvent {
-        at: format!("2026-01-01T00:00:{:02}.000Z", n % 60),
+        at: format!("2026-01-01T00:00:{:02}.000Z", n % 60).parse().unwrap(),
         method: "GET".into(),
         status: 200,
         bytes: n,
@@ -30,7 +30,7 @@ fn fetch(n: u64) -> Event {
 
 fn send() -> Event {
     Event::Send(SendEvent {
-        at: "2026-01-01T00:01:00.000Z".into(),
+        at: "2026-01-01T00:01:00.000Z".parse().unwrap(),
         via: "api".into(),
         endpoint: "send-image".into(),
         delivered_as: "image".into(),

@@ -44,8 +44,8 @@ pub fn router(state: SharedState, max_body: usize, metrics_here: bool) -> Router
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         // Inside the request id layer, outside routing: it sees the matched route.
-        .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(crate::metrics::TrackLayer)
+        .layer(request_id::RequestIdLayer)
         .with_state(state)
 }
 

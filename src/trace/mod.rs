@@ -15,6 +15,10 @@
 pub mod agent;
 pub mod recorder;
 
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -48,8 +52,9 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FetchEvent {
     /// RFC 3339, milliseconds.
-    pub at: String,
-    pub method: String,
+    #[schema(value_type = String)]
+    pub at: Stamp,
+    pub method: Cow<'static, str>,
     pub status: u16,
     /// Body bytes sent (0 for HEAD, 304 and errors).
     pub bytes: u64,
@@ -72,7 +77,8 @@ pub struct FetchEvent {
 /// One delivery through the gateway that sent this link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SendEvent {
-    pub at: String,
+    #[schema(value_type = String)]
+    pub at: Stamp,
     /// `api` (`POST /api/v1/send`) or `cli` (`medialink send`, reported by it).
     pub via: String,
     /// The gateway endpoint of the main send: `send-image` or `send-audio`.
@@ -194,8 +200,52 @@ impl Trace {
 }
 
 /// Now, as the events show it (RFC 3339 with milliseconds, UTC).
-pub fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+pub fn now() -> Stamp {
+    Stamp::now()
+}
+
+/// A moment, kept as milliseconds since the epoch and written as RFC 3339 with
+/// milliseconds. Taking one is a clock read: every `/m/` answer takes one, and
+/// formatting it there cost more than the rest of the trace record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Stamp(ms)
+    }
+}
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = UNIX_EPOCH + Duration::from_millis(self.0);
+        fmt::Display::fmt(&humantime::format_rfc3339_millis(t), f)
+    }
+}
+
+impl std::str::FromStr for Stamp {
+    type Err = humantime::TimestampError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = humantime::parse_rfc3339_weak(s)?;
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Ok(Stamp(u64::try_from(ms).unwrap_or(u64::MAX)))
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.

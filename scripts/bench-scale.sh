@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Scale with data (issue "Performance"): link creation (64 clients) and warm /m/
+# (100 KB JPEG, wrk -c64) with SMALL links stored, then with LARGE links stored
+# (defaults 1,000 and 1,000,000); start-up time on the large store; store bytes per
+# link. Each rate is a median of ROUNDS runs. Loopback only; stops what it started.
+#
+#   scripts/bench-scale.sh        # DURATION=10s ROUNDS=3 SMALL=1000 LARGE=1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+SMALL=${SMALL:-1000}
+LARGE=${LARGE:-1000000}
+source scripts/bench/common.sh
+start_nginx origin
+
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+# one round on PORT -> "creates/s get_req/s"
+round_of() {
+  local port=$1 m c g
+  m=$(mkid "$port" /media/img-100k.jpg)
+  c=$($LOAD "${LOADER[@]}" create --server "http://127.0.0.1:$port" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1 | awk -F'|' '{print $4}' | awk '{print $1}')
+  g=$(wrk_case "http://127.0.0.1:$port$m" "$ML_PID" | awk '{print $1}')
+  echo "$c $g"
+}
+preload() { # port n: n links in arrays of 1,000 (the harness's --preload), 0 s of load after
+  $LOAD "${LOADER[@]}" create --server "http://127.0.0.1:$1" --token bench --preload "$2" --concurrency 1 --duration 0s 2>&1 | grep preloaded >&2
+}
+
+# The small store starts fresh each round: a 10 s create run adds ~100k links.
+sc=(); sg=(); lc=(); lg=()
+for r in $(seq 1 "$ROUNDS"); do
+  say "round $r: store with $SMALL links"
+  start_ml 18093 --data-dir "$RUN/small-$r"
+  preload 18093 "$SMALL"
+  read -r c g < <(round_of 18093); sc+=("$c"); sg+=("$g")
+  kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
+done
+say "store with $LARGE links"
+start_ml 18094 --data-dir "$RUN/large"
+preload 18094 "$LARGE"
+for r in $(seq 1 "$ROUNDS"); do
+  say "round $r: store with $LARGE links"
+  read -r c g < <(round_of 18094); lc+=("$c"); lg+=("$g")
+done
+small_c=$(median "${sc[@]}"); small_g=$(median "${sg[@]}")
+large_c=$(median "${lc[@]}"); large_g=$(median "${lg[@]}")
+kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
+links=$(python3 -c "import sqlite3; print(sqlite3.connect('file:$RUN/large/medialink.db?mode=ro', uri=True).execute('select count(*) from links').fetchone()[0])")
+bytes=$(du -cb "$RUN"/large/medialink.db* | tail -1 | cut -f1)
+
+say "start-up on the large store"
+starts=()
+for _ in 1 2 3; do
+  t0=$(date +%s%N)
+  start_ml 18094 --data-dir "$RUN/large"
+  t1=$(date +%s%N)
+  starts+=("$(( (t1 - t0) / 1000000 ))")
+  kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
+done
+
+echo
+echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r); medialink on CPU 0, load on CPU 1; $DURATION runs, medians of $ROUNDS."
+echo
+echo "| links stored | creates/s (64 clients, durable) | warm GET 100 KB req/s |"
+echo "|---:|---:|---:|"
+printf '| %s | %.0f | %.0f |\n' "$SMALL" "$small_c" "$small_g"
+printf '| %s (%s after the runs) | %.0f | %.0f |\n' "$LARGE" "$links" "$large_c" "$large_g"
+python3 -c "print(f'| ratio | {$large_c/$small_c:.2f}x | {$large_g/$small_g:.2f}x |')"
+echo
+echo "Start-up to a /healthz answer on the $links-link store: ${starts[*]} ms."
+python3 -c "print(f'Store: {$bytes:,} bytes for {$links:,} links (SQLite file + WAL), {$bytes/$links:.0f} bytes per link.')"
