@@ -18,8 +18,10 @@ median() { python3 -c "import statistics,sys; print(statistics.median(float(x) f
 round_of() {
   local port=$1 m c g
   m=$(mkid "$port" /media/img-100k.jpg)
-  c=$($LOAD "${LOADER[@]}" create --server "http://127.0.0.1:$port" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1 | awk -F'|' '{print $4}' | awk '{print $1}')
+  # GET first: a create run leaves checkpoints and writeback behind it.
   g=$(wrk_case "http://127.0.0.1:$port$m" "$ML_PID" | awk '{print $1}')
+  c=$($LOAD "${LOADER[@]}" create --server "http://127.0.0.1:$port" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1 | awk -F'|' '{print $4}' | awk '{print $1}')
+  sleep 2
   echo "$c $g"
 }
 preload() { # port n: n links in arrays of 1,000 (the harness's --preload), 0 s of load after

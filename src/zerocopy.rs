@@ -134,7 +134,11 @@ pub fn into_file(bytes: &[u8]) -> io::Result<Bytes> {
 
 /// An unnamed file holding `bytes`: a tmpfile in [`DIR`], else a sealed memfd.
 fn file_with(bytes: &[u8]) -> io::Result<OwnedFd> {
-    let tmp = DIR.get().and_then(|dir| {
+    file_in(DIR.get().map(PathBuf::as_path), bytes)
+}
+
+fn file_in(dir: Option<&std::path::Path>, bytes: &[u8]) -> io::Result<OwnedFd> {
+    let tmp = dir.and_then(|dir| {
         let fd = rustix::fs::open(
             dir,
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
@@ -171,8 +175,10 @@ fn write_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn map_new(bytes: &[u8]) -> io::Result<Bytes> {
-    let fd = file_with(bytes)?;
-    let len = bytes.len();
+    map_fd(file_with(bytes)?, bytes.len())
+}
+
+fn map_fd(fd: OwnedFd, len: usize) -> io::Result<Bytes> {
     // SAFETY: a fresh mapping placed by the kernel, of a file `len` long that is
     // never written or resized again.
     let addr = unsafe {
@@ -293,5 +299,93 @@ fn send_head_and_file(
         // The head went out: report that much; the file part is retried.
         Err(_) if sent > 0 => Ok(sent),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Writes `parts` (head, then mapped slices) through a SendfileStream over
+    /// loopback and returns what the peer read.
+    async fn through_socket(parts: Vec<Bytes>) -> Vec<u8> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut out = SendfileStream::new(TcpStream::connect(addr).await.unwrap());
+        let mut bufs: Vec<Bytes> = parts;
+        // Like hyper: vectored writes of whatever is left, advancing on partial ones.
+        while !bufs.is_empty() {
+            let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+            let mut n = out.write_vectored(&slices).await.unwrap();
+            while n > 0 {
+                if n >= bufs[0].len() {
+                    n -= bufs.remove(0).len();
+                } else {
+                    let rest = bufs[0].slice(n..);
+                    bufs[0] = rest;
+                    n = 0;
+                }
+            }
+        }
+        out.shutdown().await.unwrap();
+        reader.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn file_backed_bytes_go_out_whole_and_in_order() {
+        init(None);
+        let dir = tempfile::tempdir().unwrap();
+        let body = sample(3 << 20);
+        for fd in [
+            file_in(Some(dir.path()), &body).unwrap(),
+            file_in(None, &body).unwrap(), // the memfd fallback
+        ] {
+            LIVE.fetch_add(1, Ordering::Relaxed);
+            let mapped = map_fd(fd, body.len()).unwrap();
+            assert_eq!(&mapped[..], &body[..]);
+            assert!(region_of(&mapped).is_some());
+            let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n");
+            // A whole body after a head, then a range of it (a sub-slice, sent from
+            // its offset in the file), then plain memory again.
+            let range = mapped.slice(1000..200_000);
+            let tail = Bytes::from_static(b"end");
+            let got = through_socket(vec![head.clone(), mapped.clone(), range, tail]).await;
+            let mut want = head.to_vec();
+            want.extend_from_slice(&body);
+            want.extend_from_slice(&body[1000..200_000]);
+            want.extend_from_slice(b"end");
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "bytes differ");
+        }
+
+        // A slice keeps its mapping registered; the last one gone removes it. (In
+        // this one test, so no other mapping can take the freed address meanwhile.)
+        let fd = file_in(None, &sample(70_000)).unwrap();
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        let mapped = map_fd(fd, 70_000).unwrap();
+        let base = mapped.as_ptr() as usize;
+        let probe = mapped.slice(10..20);
+        drop(mapped);
+        assert!(region_of(&probe).is_some());
+        drop(probe);
+        assert!(!REGIONS.read().unwrap().contains_key(&base));
+    }
+
+    #[test]
+    fn plain_memory_is_not_mistaken_for_a_mapping() {
+        let v = sample(100_000);
+        assert!(region_of(&v).is_none());
     }
 }

@@ -14,7 +14,9 @@ use pgutil::derived;
 
 fn fetch(n: u64) -> Event {
     Event::Fetch(FetchEvent {
-        at: format!("2026-01-01T00:00:{:02}.000Z", n % 60).parse().unwrap(),
+        at: format!("2026-01-01T00:00:{:02}.000Z", n % 60)
+            .parse()
+            .unwrap(),
         method: "GET".into(),
         status: 200,
         bytes: n,

@@ -38,7 +38,8 @@ chmod 755 "$RUN"; chmod -R a+rX "$RUN/media"
 start_nginx() { # role: origin (static files on 18081) or proxy (18080 cached, 18082 not)
   mkdir -p "$RUN/$1/tmp/body" "$RUN/$1/tmp/proxy"
   sed -e "s#@RUN@#$RUN#g" -e "s#@WORKERS@#$WORKERS#g" "scripts/bench/$1.conf.in" > "$RUN/$1/nginx.conf"
-  $SRV "$NGINX" -c "$RUN/$1/nginx.conf" -p "$RUN/$1" -e "$RUN/$1/error.log" 2>/dev/null
+  $SRV "$NGINX" -c "$RUN/$1/nginx.conf" -p "$RUN/$1" -e "$RUN/$1/error.log" 2>"$RUN/$1/start.err" || {
+    say "nginx ($1) did not start (is something else on ports 18080-18082?):"; cat "$RUN/$1/start.err" >&2; exit 1; }
 }
 
 # ML_BIN / LOAD_BIN reuse binaries already built (a fat-LTO build takes minutes).

@@ -79,25 +79,37 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = body_bytes(body)?;
+    // The common case, one well-formed object, parses straight into its struct;
+    // anything else goes through a `Value` first, which is what lets a huge URL be
+    // a 413 even when the body has other faults.
+    if body.first() == Some(&b'{')
+        && let Ok(req) = serde_json::from_slice::<CreateLink>(&body)
+    {
+        if req.url.len() > crate::canon::MAX_URL_LEN {
+            return Err(crate::canon::CanonError::TooLong { len: req.url.len() }.into());
+        }
+        return create_one(&state, &req).await;
+    }
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))?;
     match value {
         serde_json::Value::Array(items) => create_batch(&state, items).await,
-        v @ serde_json::Value::Object(_) => {
-            let req = parse_one(v)?;
-            let c = links::create(&state, &req).await?;
-            let status = if c.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok((status, Json(links::view(&state.public_base, &c.record))).into_response())
-        }
+        v @ serde_json::Value::Object(_) => create_one(&state, &parse_one(v)?).await,
         _ => Err(Problem::new(
             Code::InvalidJson,
             "the body must be a JSON object or an array of objects",
         )),
     }
+}
+
+async fn create_one(state: &SharedState, req: &CreateLink) -> Result<Response, Problem> {
+    let c = links::create(state, req).await?;
+    let status = if c.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(links::view(&state.public_base, &c.record))).into_response())
 }
 
 /// An array answers an array: each item a link or a problem. 201 when every item
