@@ -60,10 +60,22 @@ measure "warm 300 KB OGG" nginx-static http://127.0.0.1:18081/media/audio-300k.o
 measure "cold 100 KB JPEG" nginx-no-cache http://127.0.0.1:18082/m/abc123.jpg 18082 medialink-cache-0 "$C${COLD[img-100k.jpg]}" 18091
 measure "cold 1 MB JPEG" nginx-no-cache http://127.0.0.1:18082/m/big456.jpg 18082 medialink-cache-0 "$C${COLD[img-1m.jpg]}" 18091
 
-say "link creation (load harness, durable before 201)"
-create1=$($LOAD "${LOADER[@]}" create --server "$M" --token bench --concurrency 1 --duration "$DURATION" 2>/dev/null | tail -1)
-create64=$($LOAD "${LOADER[@]}" create --server "$M" --token bench --concurrency 64 --duration "$DURATION" 2>/dev/null | tail -1)
-batch=$($LOAD "${LOADER[@]}" batch --server "$M" --token bench --concurrency 4 --batch 1000 --duration "$DURATION" 2>/dev/null | tail -1)
+say "link creation (load harness, durable before 201), $ROUNDS rounds"
+# one harness run -> its table line; the median line of ROUNDS runs by rate
+harness() { $LOAD "${LOADER[@]}" "$@" --server "$M" --token bench --duration "$DURATION" 2>/dev/null | tail -1; }
+median_line() { python3 -c "
+import sys
+lines = [l for l in sys.argv[1:] if l]
+lines.sort(key=lambda l: float(l.split('|')[3].split()[0]))
+print(lines[len(lines) // 2] if lines else '| (no result) |')" "$@"; }
+c1=(); c64=(); cb=()
+for round in $(seq 1 "$ROUNDS"); do
+  say "  creation / round $round"
+  c1+=("$(harness create --concurrency 1)")
+  c64+=("$(harness create --concurrency 64)")
+  cb+=("$(harness batch --concurrency 4 --batch 1000)")
+done
+create1=$(median_line "${c1[@]}"); create64=$(median_line "${c64[@]}"); batch=$(median_line "${cb[@]}")
 
 # --- the table ------------------------------------------------------------------
 echo
@@ -90,5 +102,8 @@ for name, peers in runs.items():
         print(f"| {name} | {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.1f} | {r1} | {r2} |")
 PY
 echo
-echo "Link creation (each link durable before its 201):"
+echo "Link creation (each link durable before its 201; median of $ROUNDS runs):"
+echo
+echo '| mode | clients | rate | p50 | p99 | errors |'
+echo '|---|---|---:|---:|---:|---:|'
 echo "$create1"; echo "$create64"; echo "$batch"

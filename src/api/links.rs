@@ -90,10 +90,38 @@ pub async fn create(
         }
         return create_one(&state, &req).await;
     }
+    // Likewise an array of well-formed objects: one parse, no `Value` per item.
+    if body.first() == Some(&b'[')
+        && let Ok(reqs) = serde_json::from_slice::<Vec<CreateLink>>(&body)
+        && (1..=MAX_BATCH).contains(&reqs.len())
+    {
+        let parsed = reqs
+            .into_iter()
+            .map(|r| {
+                if r.url.len() > crate::canon::MAX_URL_LEN {
+                    Err(crate::canon::CanonError::TooLong { len: r.url.len() }.into())
+                } else {
+                    Ok(r)
+                }
+            })
+            .collect();
+        return create_batch(&state, parsed).await;
+    }
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))?;
     match value {
-        serde_json::Value::Array(items) => create_batch(&state, items).await,
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(Problem::new(Code::InvalidJson, "the array is empty"));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(Problem::new(
+                    Code::PayloadTooLarge,
+                    format!("{} links in one request; at most {MAX_BATCH}", items.len()),
+                ));
+            }
+            create_batch(&state, items.into_iter().map(parse_one).collect()).await
+        }
         v @ serde_json::Value::Object(_) => create_one(&state, &parse_one(v)?).await,
         _ => Err(Problem::new(
             Code::InvalidJson,
@@ -112,29 +140,28 @@ async fn create_one(state: &SharedState, req: &CreateLink) -> Result<Response, P
     Ok((status, Json(links::view(&state.public_base, &c.record))).into_response())
 }
 
+/// One item of an array's answer, serialized as it is (no `Value` in between).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum BatchItem {
+    Link(LinkView),
+    Problem(serde_json::Value),
+}
+
 /// An array answers an array: each item a link or a problem. 201 when every item
 /// succeeded and one was new, 200 when all already existed, 207 when any failed.
+/// `parsed` holds 1 to `MAX_BATCH` items.
 async fn create_batch(
     state: &SharedState,
-    items: Vec<serde_json::Value>,
+    parsed: Vec<Result<CreateLink, Problem>>,
 ) -> Result<Response, Problem> {
-    if items.is_empty() {
-        return Err(Problem::new(Code::InvalidJson, "the array is empty"));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(Problem::new(
-            Code::PayloadTooLarge,
-            format!("{} links in one request; at most {MAX_BATCH}", items.len()),
-        ));
-    }
-    let parsed: Vec<Result<CreateLink, Problem>> = items.into_iter().map(parse_one).collect();
     let valid: Vec<CreateLink> = parsed
         .iter()
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
     let mut outcomes = links::create_many(state, &valid).await.into_iter();
     let (mut any_failed, mut any_created) = (false, false);
-    let out: Vec<serde_json::Value> = parsed
+    let out: Vec<BatchItem> = parsed
         .into_iter()
         .map(|p| {
             let r = p.and_then(|_| {
@@ -151,12 +178,11 @@ async fn create_batch(
             match r {
                 Ok(c) => {
                     any_created |= c.created;
-                    serde_json::to_value(links::view(&state.public_base, &c.record))
-                        .unwrap_or_default()
+                    BatchItem::Link(links::view(&state.public_base, &c.record))
                 }
                 Err(p) => {
                     any_failed = true;
-                    p.to_json()
+                    BatchItem::Problem(p.to_json())
                 }
             }
         })

@@ -144,7 +144,11 @@ impl SqliteStore {
         // writer only steps in if the WAL grows far past what that thread keeps.
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES)
             .map_err(unavailable)?;
-        conn.pragma_update(None, "journal_size_limit", 64 << 20)
+        // The WAL is reset, not shrunk, below the size the checkpointer lets it reach
+        // (`RESTART_FRAMES` of 4 KiB pages): cutting it to 64 MiB after each reset
+        // and growing it again held creates at 64 clients to 13.3k links/s, against
+        // 15.2k without (means of two 10 s runs).
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(unavailable)?;
         migrate(&mut conn)?;
         let key = load_or_create_key(&mut conn, id_key)?;
@@ -250,6 +254,9 @@ struct Checkpointer {
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 const RESTART_FRAMES: i64 = 32_768;
 const WRITER_CHECKPOINT_FRAMES: i64 = 65_536;
+/// Bytes the WAL file is cut back to after a reset: the most the writer's own
+/// checkpoints let it reach, so only a WAL past that is ever shrunk.
+const JOURNAL_SIZE_LIMIT: i64 = WRITER_CHECKPOINT_FRAMES * 4096;
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self, StoreError> {
