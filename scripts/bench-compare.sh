@@ -36,7 +36,6 @@ run_case() { # url port -> "req/s p50_ms p99_ms cpu_us_per_req"
   # shellcheck disable=SC2046
   wrk_case "$1" $(server_pids "$2")
 }
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 measure() { # case-name, then pairs of label url port
   local name=$1; shift

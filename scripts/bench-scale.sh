@@ -13,7 +13,6 @@ LARGE=${LARGE:-1000000}
 source scripts/bench/common.sh
 start_nginx origin
 
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 # one round on PORT -> "creates/s get_req/s"
 round_of() {
   local port=$1 m c g

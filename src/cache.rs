@@ -3,6 +3,7 @@
 //! whole, verified bodies ever enter it: a failed fetch caches nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
@@ -98,28 +99,32 @@ impl MediaCache {
         self.inner.as_ref()?.get(id).await
     }
 
-    /// Returns the cached media or runs `fetch` once for all concurrent callers.
-    pub async fn get_or_fetch<E, F>(&self, id: &LinkId, fetch: F) -> Result<Arc<Media>, Arc<E>>
+    /// Returns the cached media or runs `fetch` once for all concurrent callers, and
+    /// whether this call was the one that ran it (false: it waited for another's).
+    pub async fn get_or_fetch<E, F>(
+        &self,
+        id: &LinkId,
+        fetch: F,
+    ) -> Result<(Arc<Media>, bool), Arc<E>>
     where
         F: std::future::Future<Output = Result<Media, E>>,
         E: Send + Sync + 'static,
     {
-        match &self.inner {
-            Some(c) => {
-                let ran = std::sync::atomic::AtomicBool::new(false);
-                let got = c
-                    .try_get_with(id.clone(), async {
-                        ran.store(true, std::sync::atomic::Ordering::Relaxed);
-                        fetch.await.map(|m| Arc::new(for_sendfile(m)))
-                    })
-                    .await;
-                if ran.load(std::sync::atomic::Ordering::Relaxed) {
-                    evict_now(c).await;
-                }
-                got
-            }
-            None => fetch.await.map(Arc::new).map_err(Arc::new),
+        let Some(c) = &self.inner else {
+            return fetch.await.map(|m| (Arc::new(m), true)).map_err(Arc::new);
+        };
+        let ran = AtomicBool::new(false);
+        let got = c
+            .try_get_with(id.clone(), async {
+                ran.store(true, Ordering::Relaxed);
+                fetch.await.map(|m| Arc::new(for_sendfile(m)))
+            })
+            .await?;
+        let ran = ran.load(Ordering::Relaxed);
+        if ran {
+            evict_now(c).await;
         }
+        Ok((got, ran))
     }
 
     pub async fn insert(&self, id: LinkId, media: Media) {

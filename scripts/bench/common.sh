@@ -12,6 +12,7 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { printf '%s\n' "$*" >&2; }
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 # --- what we need ---------------------------------------------------------------
 missing=()

