@@ -1,16 +1,32 @@
 # Shared by the scripts/bench-*.sh scripts: tools, the run folder, the origin, and
 # starting medialink. Source it after `cd` to the repository root; it sets RUN,
 # SRV/LOAD (CPU pinning), ML (the medialink binary), LOADER (the load harness),
-# and a trap that stops only what these scripts started.
+# and a trap that stops only what these scripts started, then removes the run folder
+# (media, nginx caches and stores: up to a gigabyte after bench-scale) unless
+# KEEP_RUN=1 asks to keep it for a look.
 DURATION=${DURATION:-10s}
 RUN=$(mktemp -d /tmp/medialink-bench.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/origin/nginx.pid" ] && kill "$(cat "$RUN/origin/nginx.pid")" 2>/dev/null || true
-  [ -f "$RUN/proxy/nginx.pid" ] && kill "$(cat "$RUN/proxy/nginx.pid")" 2>/dev/null || true
+  local stopped=()
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && stopped+=("$p"); done
+  for f in "$RUN/origin/nginx.pid" "$RUN/proxy/nginx.pid"; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null && stopped+=("$(cat "$f")")
+  done
+  # Let them exit before their files go (medialink folds its WAL back on SIGTERM).
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "${stopped[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.05
+  done
+  if [ "${KEEP_RUN:-0}" = 1 ]; then say "run folder kept: $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
+# A signal ends the script (and so runs `cleanup`) even when the command it
+# interrupted exits normally; without these bash would go on to the next case.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 say() { printf '%s\n' "$*" >&2; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
