@@ -10,8 +10,11 @@ PIDS=()
 cleanup() {
   local stopped=()
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && stopped+=("$p"); done
+  local f pid
   for f in "$RUN/origin/nginx.pid" "$RUN/proxy/nginx.pid"; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null && stopped+=("$(cat "$f")")
+    # Read once: nginx removes its pid file as it exits.
+    pid=$(cat "$f" 2>/dev/null) || continue
+    kill "$pid" 2>/dev/null && stopped+=("$pid")
   done
   # Let them exit before their files go (medialink folds its WAL back on SIGTERM).
   for _ in $(seq 1 100); do
