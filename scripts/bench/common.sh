@@ -7,22 +7,14 @@
 DURATION=${DURATION:-10s}
 RUN=$(mktemp -d /tmp/medialink-bench.XXXXXX)
 PIDS=()
+source scripts/lib/stop.sh
 cleanup() {
-  local stopped=()
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && stopped+=("$p"); done
-  local f pid
+  local all=("${PIDS[@]}") f pid
   for f in "$RUN/origin/nginx.pid" "$RUN/proxy/nginx.pid"; do
     # Read once: nginx removes its pid file as it exits.
-    pid=$(cat "$f" 2>/dev/null) || continue
-    kill "$pid" 2>/dev/null && stopped+=("$pid")
+    pid=$(cat "$f" 2>/dev/null) && all+=("$pid")
   done
-  # Let them exit before their files go (medialink folds its WAL back on SIGTERM).
-  for _ in $(seq 1 100); do
-    local alive=0
-    for p in "${stopped[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.05
-  done
+  stop_pids "${all[@]}"
   if [ "${KEEP_RUN:-0}" = 1 ]; then say "run folder kept: $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT

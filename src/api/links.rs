@@ -160,26 +160,35 @@ async fn create_batch(
     state: &SharedState,
     parsed: Vec<Result<CreateLink, Problem>>,
 ) -> Result<Response, Problem> {
-    let valid: Vec<CreateLink> = parsed
-        .iter()
-        .filter_map(|p| p.as_ref().ok().cloned())
+    // The valid items move on to be created; each place keeps only its problem, if any.
+    let mut valid: Vec<CreateLink> = Vec::with_capacity(parsed.len());
+    let rejected: Vec<Option<Problem>> = parsed
+        .into_iter()
+        .map(|p| match p {
+            Ok(req) => {
+                valid.push(req);
+                None
+            }
+            Err(problem) => Some(problem),
+        })
         .collect();
     let mut outcomes = links::create_many(state, &valid).await.into_iter();
     let (mut any_failed, mut any_created) = (false, false);
-    let out: Vec<BatchItem> = parsed
+    let out: Vec<BatchItem> = rejected
         .into_iter()
-        .map(|p| {
-            let r = p.and_then(|_| {
+        .map(|bad| {
+            let r = match bad {
+                Some(p) => Err(p),
                 // One outcome per valid item, in order.
-                outcomes
+                None => outcomes
                     .next()
                     .unwrap_or_else(|| {
                         Err(LinkError::Store(crate::store::StoreError::Unavailable(
                             "no answer".into(),
                         )))
                     })
-                    .map_err(Problem::from)
-            });
+                    .map_err(Problem::from),
+            };
             match r {
                 Ok(c) => {
                     any_created |= c.created;
