@@ -46,7 +46,7 @@ done
 small_c=$(median "${sc[@]}"); small_g=$(median "${sg[@]}")
 large_c=$(median "${lc[@]}"); large_g=$(median "${lg[@]}")
 kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
-links=$(python3 -c "import sqlite3; print(sqlite3.connect('file:$RUN/large/medialink.db?mode=ro', uri=True).execute('select count(*) from links').fetchone()[0])")
+links=$(python3 -c "import sqlite3; print(sqlite3.connect('file:$RUN/large/medialink.db?mode=ro', uri=True).execute('select (select count(*) from links) + (select count(*) from links_log)').fetchone()[0])")
 bytes=$(du -cb "$RUN"/large/medialink.db* | tail -1 | cut -f1)
 
 say "start-up on the large store"

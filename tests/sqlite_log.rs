@@ -1,0 +1,302 @@
+//! The SQLite store's link log: links appended to `links_log` and links merged into
+//! `links` read, list, change and delete alike, across merges, restarts and the
+//! migration from the schema that had no log.
+
+use std::path::Path;
+
+use medialink::canon::CanonicalUrl;
+use medialink::ids::{IdKey, LinkId};
+use medialink::policy::Kind;
+use medialink::store::sqlite::SqliteStore;
+use medialink::store::{IdPlan, LinkRecord, MediaInfo, NewLink, Put, Store};
+
+fn link(key: &IdKey, i: usize) -> NewLink {
+    let url = CanonicalUrl::parse(&format!("https://127.0.0.1/media/{i}.jpg?sig={i}")).unwrap();
+    NewLink {
+        plan: IdPlan::Derived(key.derive(&url)),
+        url,
+        kind: Kind::Image,
+        created_at: 1_700_000_000 + i as i64,
+        expires_at: i.is_multiple_of(4).then_some(1_700_000_100 + i as i64),
+        convert: None,
+        media: None,
+        blob: i.is_multiple_of(5).then(|| "ab".repeat(32)),
+    }
+}
+
+fn created(puts: Vec<Put>) -> Vec<LinkRecord> {
+    puts.into_iter()
+        .map(|p| match p {
+            Put::Created(r) => r,
+            other => panic!("expected a new link, got {other:?}"),
+        })
+        .collect()
+}
+
+async fn all(store: &dyn Store, page: usize) -> Vec<LinkRecord> {
+    let mut out: Vec<LinkRecord> = Vec::new();
+    loop {
+        let next = store.list(out.last().map(|r| &r.id), page).await.unwrap();
+        if next.is_empty() {
+            return out;
+        }
+        out.extend(next);
+    }
+}
+
+/// Waits until the writer is idle: a merge runs after the answers of the commit that
+/// filled the log, so one more write (of a stored link: it changes nothing) queues
+/// behind it.
+async fn settle(store: &SqliteStore, key: &IdKey) {
+    match &store.put_if_absent(vec![link(key, 0)]).await.unwrap()[0] {
+        Put::Existing(_) => {}
+        other => panic!("link 0 should be stored, got {other:?}"),
+    }
+}
+
+/// (rows in links_log, rows in links), read beside the store.
+fn rows(db: &Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let n = |t: &str| {
+        c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    (n("links_log"), n("links"))
+}
+
+fn sorted(mut v: Vec<LinkRecord>) -> Vec<LinkRecord> {
+    v.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    v
+}
+
+#[tokio::test]
+async fn logged_and_merged_links_behave_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let store = SqliteStore::open_with_log_limit(&db, None, 5)
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+
+    // Seven single creates (the fifth write merges five links), then an array of four.
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.extend(created(
+            store.put_if_absent(vec![link(&key, i)]).await.unwrap(),
+        ));
+    }
+    settle(&store, &key).await;
+    assert_eq!(
+        rows(&db),
+        (2, 5),
+        "the fifth create moved the log into links"
+    );
+    made.extend(created(
+        store
+            .put_if_absent((7..11).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    ));
+    settle(&store, &key).await;
+    assert_eq!(
+        rows(&db),
+        (0, 11),
+        "the array filled the log past its limit"
+    );
+    made.extend(created(
+        store
+            .put_if_absent((11..13).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    ));
+    assert_eq!(rows(&db), (2, 11));
+
+    // Every link reads back whole, from either table; the same URL again is the same link.
+    for r in &made {
+        assert_eq!(store.get(&r.id).await.unwrap().as_ref(), Some(r));
+    }
+    for (i, r) in [(3, &made[3]), (12, &made[12])] {
+        match &store.put_if_absent(vec![link(&key, i)]).await.unwrap()[0] {
+            Put::Existing(e) => assert_eq!(e, r),
+            other => panic!("expected the stored link, got {other:?}"),
+        }
+    }
+    assert_eq!(rows(&db), (2, 11), "a repeated URL adds nothing");
+
+    // An exact id taken in the log or in links is a conflict for another URL.
+    for taken in [&made[12].id, &made[0].id] {
+        let mut other = link(&key, 99);
+        other.plan = IdPlan::Exact(taken.clone());
+        match &store.put_if_absent(vec![other]).await.unwrap()[0] {
+            Put::Conflict(id) => assert_eq!(id, taken),
+            p => panic!("expected a conflict, got {p:?}"),
+        }
+    }
+
+    // Listing merges both tables in id order, whatever the page size.
+    for page in [1, 3, 100] {
+        assert_eq!(all(&store, page).await, sorted(made.clone()), "page {page}");
+    }
+    let recent = store.recent(3).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![
+            made[12].id.clone(),
+            made[11].id.clone(),
+            made[10].id.clone()
+        ]
+    );
+
+    // Expiry and blob references count both tables.
+    let expired = store.expired(1_700_000_200, 100).await.unwrap();
+    let want: Vec<&LinkId> = made
+        .iter()
+        .filter(|r| r.expires_at.is_some())
+        .map(|r| &r.id)
+        .collect();
+    assert_eq!(expired.iter().map(|r| &r.id).collect::<Vec<_>>(), want);
+    assert!(
+        expired
+            .windows(2)
+            .all(|w| w[0].expires_at <= w[1].expires_at),
+        "expired links come oldest first"
+    );
+    assert_eq!(store.blob_refs(&"ab".repeat(32)).await.unwrap(), 3);
+
+    // Media is recorded on a logged link and on a merged one.
+    let media = MediaInfo {
+        content_type: "image/jpeg".into(),
+        bytes: 1234,
+        converted_from: Some("image/webp".into()),
+    };
+    for r in [&made[12], &made[2]] {
+        store.set_media(&r.id, &media).await.unwrap();
+        assert_eq!(
+            store.get(&r.id).await.unwrap().unwrap().media.as_ref(),
+            Some(&media)
+        );
+    }
+
+    // Deleting from either table; a deleted link's URL can be stored again.
+    for r in [&made[11], &made[1]] {
+        assert!(store.delete(&r.id).await.unwrap());
+        assert!(!store.delete(&r.id).await.unwrap(), "deleted twice");
+        assert_eq!(store.get(&r.id).await.unwrap(), None);
+    }
+    assert_eq!(rows(&db), (1, 10));
+    let left: Vec<LinkRecord> = made
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![1, 11].contains(i))
+        .map(|(i, r)| match i {
+            2 | 12 => LinkRecord {
+                media: Some(media.clone()),
+                ..r.clone()
+            },
+            _ => r.clone(),
+        })
+        .collect();
+    assert_eq!(all(&store, 4).await, sorted(left.clone()));
+    store.close().await;
+
+    // A restart rebuilds the log's map from the table: nothing is lost or doubled.
+    let store = SqliteStore::open_with_log_limit(&db, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(all(&store, 3).await, sorted(left.clone()));
+    for r in &left {
+        assert_eq!(store.get(&r.id).await.unwrap().as_ref(), Some(r));
+    }
+    let again = created(store.put_if_absent(vec![link(&key, 1)]).await.unwrap());
+    assert_eq!(again[0].id, made[1].id, "the id comes back with its URL");
+    assert_eq!(rows(&db), (2, 10));
+    store.close().await;
+
+    // A smaller limit merges at the next write.
+    let store = SqliteStore::open_with_log_limit(&db, None, 1)
+        .await
+        .unwrap();
+    created(store.put_if_absent(vec![link(&key, 11)]).await.unwrap());
+    settle(&store, &key).await;
+    assert_eq!(rows(&db), (0, 13));
+    assert_eq!(all(&store, 5).await.len(), 13);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_log_is_migrated_with_its_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let key = IdKey::from_bytes([9; 32]);
+    let old: Vec<NewLink> = (0..3).map(|i| link(&key, i)).collect();
+    {
+        // The schema as the third migration left it, with three links in it.
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE links (
+                 id TEXT PRIMARY KEY, url TEXT NOT NULL, kind TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, expires_at INTEGER, convert INTEGER,
+                 content_type TEXT, bytes INTEGER, converted_from TEXT
+             ) WITHOUT ROWID;
+             ALTER TABLE links ADD COLUMN blob TEXT;
+             CREATE INDEX links_blob ON links (blob) WHERE blob IS NOT NULL;
+             CREATE INDEX links_expires ON links (expires_at) WHERE expires_at IS NOT NULL;
+             CREATE TABLE link_events (
+                 id TEXT PRIMARY KEY, ring TEXT NOT NULL,
+                 fetches INTEGER NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
+                 upstream_fetches INTEGER NOT NULL DEFAULT 0, fetch_errors INTEGER NOT NULL DEFAULT 0,
+                 bytes_served INTEGER NOT NULL DEFAULT 0, gateway_fetches INTEGER NOT NULL DEFAULT 0,
+                 preview_fetches INTEGER NOT NULL DEFAULT 0, sends INTEGER NOT NULL DEFAULT 0,
+                 sends_delivered INTEGER NOT NULL DEFAULT 0, last_fetch TEXT, last_send TEXT,
+                 updated_at INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX links_created ON links (created_at);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('id_key', ?1)",
+            [key.to_hex()],
+        )
+        .unwrap();
+        for l in &old {
+            let IdPlan::Derived(full) = &l.plan else {
+                unreachable!()
+            };
+            let id = full.candidates().next().unwrap();
+            c.execute(
+                "INSERT INTO links (id, url, kind, created_at, expires_at, blob)
+                 VALUES (?1, ?2, 'image', ?3, ?4, ?5)",
+                rusqlite::params![
+                    id.as_str(),
+                    l.url.as_str(),
+                    l.created_at,
+                    l.expires_at,
+                    l.blob
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    let store = SqliteStore::open(&db, None).await.unwrap();
+    assert!(store.id_key() == &key, "the stored key is kept");
+    let listed = all(&store, 2).await;
+    assert_eq!(listed.len(), 3);
+    for l in &old {
+        match &store.put_if_absent(vec![l.clone()]).await.unwrap()[0] {
+            Put::Existing(r) => assert_eq!(&r.url, &l.url),
+            other => panic!("a migrated link should be found, got {other:?}"),
+        }
+    }
+    created(store.put_if_absent(vec![link(&key, 3)]).await.unwrap());
+    assert_eq!(rows(&db), (1, 3));
+    assert_eq!(all(&store, 10).await.len(), 4);
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
+    store.close().await;
+}
