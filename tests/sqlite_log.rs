@@ -228,9 +228,10 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
     let key = IdKey::from_bytes([9; 32]);
-    let old: Vec<NewLink> = (0..3).map(|i| link(&key, i)).collect();
+    // Enough links for the old table to span pages that the copy leaves free.
+    let old: Vec<NewLink> = (0..300).map(|i| link(&key, i)).collect();
     {
-        // The schema as the third migration left it, with three links in it.
+        // The schema as the third migration left it, with links in it.
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -282,17 +283,22 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
 
     let store = SqliteStore::open(&db, None).await.unwrap();
     assert!(store.id_key() == &key, "the stored key is kept");
-    let listed = all(&store, 2).await;
-    assert_eq!(listed.len(), 3);
+    let free: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(free, 0, "the old table's pages were given back");
+    let listed = all(&store, 7).await;
+    assert_eq!(listed.len(), 300);
     for l in &old {
         match &store.put_if_absent(vec![l.clone()]).await.unwrap()[0] {
             Put::Existing(r) => assert_eq!(&r.url, &l.url),
             other => panic!("a migrated link should be found, got {other:?}"),
         }
     }
-    created(store.put_if_absent(vec![link(&key, 3)]).await.unwrap());
-    assert_eq!(rows(&db), (1, 3));
-    assert_eq!(all(&store, 10).await.len(), 4);
+    created(store.put_if_absent(vec![link(&key, 300)]).await.unwrap());
+    assert_eq!(rows(&db), (1, 300));
+    assert_eq!(all(&store, 100).await.len(), 301);
     let version: i64 = rusqlite::Connection::open(&db)
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -164,6 +164,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
     }
+    // Migration 4 copies every link into a new table and drops the old one, whose
+    // pages then sit free in the file: a million-link store went from 165 MB to 293 MB.
+    // Give them back once, on the start that upgraded an existing store.
+    if (1..4).contains(&applied) {
+        conn.execute_batch("VACUUM").map_err(unavailable)?;
+    }
     Ok(())
 }
 
