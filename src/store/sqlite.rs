@@ -569,7 +569,7 @@ impl Writer {
                 Op::Put(links, reply) => {
                     // An array is all or nothing: its log additions are kept only if
                     // every item went in (the savepoint rolls the rows back likewise).
-                    let mut mine = Staged::default();
+                    let mut mine = HashMap::default();
                     let puts: Result<Vec<Put>, _> = tx.savepoint_with_name("put").and_then(|sp| {
                         let puts = links
                             .into_iter()
@@ -580,7 +580,7 @@ impl Writer {
                     });
                     match puts {
                         Ok(puts) => {
-                            for (id, rowid) in mine.added {
+                            for (id, rowid) in mine {
                                 staged.add(&id, rowid);
                             }
                             Done::Put(reply, puts)
@@ -612,24 +612,17 @@ impl Writer {
                     }
                 }
                 Op::SetMedia(id, m, reply) => {
-                    let media = params![
-                        id.as_str(),
-                        m.content_type,
-                        m.bytes as i64,
-                        m.converted_from,
-                        staged.find(log, id.as_str()),
-                    ];
-                    let updated = tx.execute(
-                        "UPDATE links_log SET content_type = ?2, bytes = ?3, converted_from = ?4
-                         WHERE rowid = ?5 AND id = ?1",
-                        media,
-                    );
-                    let updated = match updated {
-                        Ok(0) => tx.execute(
-                            "UPDATE links SET content_type = ?2, bytes = ?3, converted_from = ?4 WHERE id = ?1",
-                            params![id.as_str(), m.content_type, m.bytes as i64, m.converted_from],
+                    let (ct, bytes, from) = (&m.content_type, m.bytes as i64, &m.converted_from);
+                    let updated = match staged.find(log, id.as_str()) {
+                        Some(rowid) => tx.execute(
+                            "UPDATE links_log SET content_type = ?2, bytes = ?3, converted_from = ?4
+                             WHERE id = ?1 AND rowid = ?5",
+                            params![id.as_str(), ct, bytes, from, rowid],
                         ),
-                        other => other,
+                        None => tx.execute(
+                            "UPDATE links SET content_type = ?2, bytes = ?3, converted_from = ?4 WHERE id = ?1",
+                            params![id.as_str(), ct, bytes, from],
+                        ),
                     };
                     match updated {
                         Ok(_) => Done::SetMedia(reply),
@@ -771,10 +764,15 @@ fn append_trace(
     Ok(())
 }
 
-const COLUMNS: &str =
-    "id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob";
-const SELECT: &str = "SELECT id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob FROM links";
-const SELECT_LOG: &str = "SELECT id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob FROM links_log";
+/// The columns of `links` and `links_log`, in the order `row_to_record` reads them.
+macro_rules! columns {
+    () => {
+        "id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob"
+    };
+}
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM links");
+const SELECT_LOG: &str = concat!("SELECT ", columns!(), " FROM links_log");
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> Result<LinkRecord, rusqlite::Error> {
     let bad = |i: usize, what: &str| {
@@ -844,7 +842,7 @@ fn put_one(
     conn: &Connection,
     log: &LogIndex,
     staged: &Staged,
-    mine: &mut Staged,
+    mine: &mut HashMap<Box<str>, i64>,
     link: NewLink,
 ) -> Result<Put, rusqlite::Error> {
     let candidates: Vec<LinkId> = match &link.plan {
@@ -852,7 +850,7 @@ fn put_one(
         IdPlan::Exact(id) => vec![id.clone()],
     };
     for id in candidates {
-        let logged = match mine.added.get(id.as_str()) {
+        let logged = match mine.get(id.as_str()) {
             Some(&rowid) => Some(rowid),
             None => staged.find(log, id.as_str()),
         };
@@ -863,10 +861,12 @@ fn put_one(
         let Some(existing) = existing else {
             // Free: a new link (the common case) is appended to the log.
             let m = link.media.as_ref();
-            conn.prepare_cached(
-                "INSERT INTO links_log (id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
+            conn.prepare_cached(concat!(
+                "INSERT INTO links_log (",
+                columns!(),
+                ")
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
             .execute(params![
                 id.as_str(),
                 link.url.as_str(),
@@ -879,7 +879,7 @@ fn put_one(
                 m.and_then(|m| m.converted_from.as_ref()),
                 link.blob,
             ])?;
-            mine.add(id.as_str(), conn.last_insert_rowid());
+            mine.insert(id.as_str().into(), conn.last_insert_rowid());
             return Ok(Put::Created(link.into_record(id)));
         };
         if existing.url == link.url {
