@@ -204,7 +204,9 @@ impl Fetcher {
     /// name that does not resolve now, or not in time, is accepted: DNS can be down,
     /// and every fetch checks again.
     pub async fn check_at_creation(&self, url: &Url) -> Result<(), FetchError> {
-        check_scheme(url)?;
+        if let Some(decided) = self.check_at_creation_now(url) {
+            return decided;
+        }
         let name = match self.inner.guard.check_url_host(url)? {
             HostCheck::Allowed(_) => return Ok(()),
             HostCheck::NeedsResolve(name) => name,
@@ -228,6 +230,19 @@ impl Fetcher {
             .creation_checks
             .get_with(name.clone(), check)
             .await
+    }
+
+    /// The creation-time check when no DNS answer is needed (an IP literal, a refused
+    /// scheme or a name refused as such); `None` when the name must be resolved.
+    pub fn check_at_creation_now(&self, url: &Url) -> Option<Result<(), FetchError>> {
+        if let Err(e) = check_scheme(url) {
+            return Some(Err(e));
+        }
+        match self.inner.guard.check_url_host(url) {
+            Ok(HostCheck::Allowed(_)) => Some(Ok(())),
+            Ok(HostCheck::NeedsResolve(_)) => None,
+            Err(refused) => Some(Err(refused.into())),
+        }
     }
 
     /// GETs `url` and returns the decoded body, only if it arrived whole and within
