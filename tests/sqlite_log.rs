@@ -306,3 +306,81 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
     assert_eq!(version, 4);
     store.close().await;
 }
+
+/// After a restart the writer learns the ids of `links` from a read of its own and then
+/// skips the table for ids it knows are free: every stored link must still be found
+/// (a miss would store a second row for the same URL), before and after new merges.
+#[tokio::test]
+async fn stored_ids_are_known_after_a_restart_and_after_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let store = SqliteStore::open_with_log_limit(&db, None, 5)
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+    for chunk in (0..20).collect::<Vec<_>>().chunks(4) {
+        created(
+            store
+                .put_if_absent(chunk.iter().map(|&i| link(&key, i)).collect())
+                .await
+                .unwrap(),
+        );
+    }
+    settle(&store, &key).await;
+    store.close().await;
+    // Merged at 8 and at 16 links: the last four are still in the log.
+    assert_eq!(rows(&db), (4, 16));
+
+    let store = SqliteStore::open_with_log_limit(&db, None, 5)
+        .await
+        .unwrap();
+    // The writer takes the fingerprints between two writes.
+    for _ in 0..200 {
+        if store.known_ids_ready() {
+            break;
+        }
+        settle(&store, &key).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(store.known_ids_ready(), "the stored ids were never loaded");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        match &store.put_if_absent(vec![link(&key, i)]).await.unwrap()[0] {
+            Put::Existing(r) => {
+                assert_eq!(r.url, link(&key, i).url);
+                ids.push(r.id.clone());
+            }
+            other => panic!("link {i} is stored, got {other:?}"),
+        }
+    }
+    // An exact id already in `links` under another URL is still a conflict.
+    let taken = ids[3].clone();
+    let mut other = link(&key, 99);
+    other.plan = IdPlan::Exact(taken.clone());
+    assert!(matches!(
+        &store.put_if_absent(vec![other]).await.unwrap()[0],
+        Put::Conflict(id) if *id == taken
+    ));
+
+    // New links, merged while the fingerprints are in use, are known after it too.
+    created(
+        store
+            .put_if_absent((20..32).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    );
+    settle(&store, &key).await;
+    assert_eq!(rows(&db).0, 0, "the new links were merged");
+    for i in 0..32 {
+        assert!(
+            matches!(
+                &store.put_if_absent(vec![link(&key, i)]).await.unwrap()[0],
+                Put::Existing(_)
+            ),
+            "link {i} stored twice"
+        );
+    }
+    assert_eq!(all(&store, 100).await.len(), 32);
+    store.close().await;
+    assert_eq!(rows(&db), (0, 32));
+}

@@ -6,6 +6,7 @@
 //! does not interpret beyond merging rings), nothing else.
 
 mod hot;
+mod known;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
