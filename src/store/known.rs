@@ -95,7 +95,13 @@ impl Known {
         let spawned = std::thread::Builder::new()
             .name("sqlite-ids".into())
             .spawn(move || {
-                let _ = tx.send(read_ids(&path, &stop).map_err(|e| e.to_string()));
+                let started = std::time::Instant::now();
+                let read = read_ids(&path, &stop).map_err(|e| e.to_string());
+                if let Ok(fps) = &read {
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(ids = fps.len(), ms, "stored ids read");
+                }
+                let _ = tx.send(read);
             });
         match spawned {
             Ok(_) => Known::Loading {
