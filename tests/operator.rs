@@ -191,3 +191,43 @@ async fn completions_and_the_man_page_come_from_the_cli_definition() {
         "{roff}"
     );
 }
+
+/// One process writes a SQLite store: `import` (or a second server) on the data dir of
+/// a running server stops with a one-line reason and changes nothing; once the server
+/// has stopped, it runs.
+#[tokio::test]
+async fn a_second_process_cannot_write_a_store_a_server_is_using() {
+    let mut s = Server::start(&[]);
+    let dir = s.data_dir.clone();
+    let file = dir.join("in.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\":\"AAAAAAAAAA\",\"url\":\"https://127.0.0.1/a.jpg\",\"kind\":\"image\",\"created_at\":1700000000}\n",
+    )
+    .unwrap();
+    let import = || {
+        std::process::Command::new(common::bin())
+            .args(["import", "--data-dir"])
+            .arg(&dir)
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = import();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "import ran beside the server: {err}");
+    assert!(
+        err.contains("in use by another medialink process") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let (st, _) = common::get_json(&s, "/api/v1/links/AAAAAAAAAA").await;
+    assert_eq!(st, 404, "nothing was imported");
+
+    s.kill();
+    let out = import();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

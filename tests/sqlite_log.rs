@@ -384,3 +384,24 @@ async fn stored_ids_are_known_after_a_restart_and_after_merges() {
     store.close().await;
     assert_eq!(rows(&db), (0, 32));
 }
+
+/// The store is locked from open to close: a second open of the same file fails until
+/// the first is closed.
+#[tokio::test]
+async fn one_store_handle_writes_a_file_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let first = SqliteStore::open(&db, None).await.unwrap();
+    let err = SqliteStore::open(&db, None)
+        .await
+        .err()
+        .expect("a second writer");
+    assert!(
+        err.to_string()
+            .contains("in use by another medialink process"),
+        "{err}"
+    );
+    first.close().await;
+    let second = SqliteStore::open(&db, None).await.unwrap();
+    second.close().await;
+}

@@ -194,6 +194,36 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     log: LogIndex,
     known_ready: Arc<AtomicBool>,
+    /// Held from open to close: see `lock_store`.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+/// One process at a time writes a SQLite store: the log's id index and the merged
+/// ids' fingerprints live in the writing process's memory, so a second writer (say,
+/// `medialink import` beside a running server) would miss the first one's new links
+/// and could store a second row under one id. An exclusive advisory lock on
+/// `PATH.lock`, released at close or when the process ends, however it ends.
+fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Config(format!(
+            "{} is in use by another medialink process: stop it first, or go through its API",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Config(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -226,6 +256,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let lock = lock_store(&path)?;
         let mut conn = Connection::open(&path)
             .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -302,6 +333,7 @@ impl SqliteStore {
             key,
             writer: tx,
             writer_thread: Mutex::new(Some(thread)),
+            lock: Mutex::new(Some(lock)),
             readers,
             next_reader: AtomicUsize::new(0),
             log,
@@ -1066,5 +1098,7 @@ impl Store for SqliteStore {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        // The writer has stopped: another process may write the store now.
+        drop(self.lock.lock().ok().and_then(|mut l| l.take()));
     }
 }
