@@ -447,9 +447,19 @@ async fn open_store(args: &StoreArgs) -> Result<std::sync::Arc<dyn crate::store:
         .map_err(|e| Failure::failed(e.to_string()))
 }
 
+/// For the commands that only read (`inspect`, `export`): they may run beside a server.
+async fn open_store_to_read(
+    args: &StoreArgs,
+) -> Result<std::sync::Arc<dyn crate::store::Store>, Failure> {
+    let key = args.id_key().map_err(Failure::usage)?;
+    crate::store::open_for_reading(&args.location(), key)
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))
+}
+
 async fn export(args: TransferArgs) -> Result<ExitCode, Failure> {
     use std::io::IsTerminal;
-    let store = open_store(&args.store).await?;
+    let store = open_store_to_read(&args.store).await?;
     let mut out: Box<dyn std::io::Write + Send> = match &args.file {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -506,7 +516,7 @@ async fn inspect(args: InspectArgs) -> Result<ExitCode, Failure> {
             Err(e) => return Err(Failure::failed(e.to_string())),
         },
         None => {
-            let store = open_store(&args.target.store).await?;
+            let store = open_store_to_read(&args.target.store).await?;
             let found = crate::inspect::from_store(
                 store.as_ref(),
                 args.target.public_url.trim_end_matches('/'),

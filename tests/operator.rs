@@ -193,8 +193,8 @@ async fn completions_and_the_man_page_come_from_the_cli_definition() {
 }
 
 /// One process writes a SQLite store: `import` (or a second server) on the data dir of
-/// a running server stops with a one-line reason and changes nothing; once the server
-/// has stopped, it runs.
+/// a running server stops with a one-line reason and changes nothing, while `export`
+/// (which only reads) runs beside it; once the server has stopped, `import` runs.
 #[tokio::test]
 async fn a_second_process_cannot_write_a_store_a_server_is_using() {
     let mut s = Server::start(&[]);
@@ -222,6 +222,25 @@ async fn a_second_process_cannot_write_a_store_a_server_is_using() {
     );
     let (st, _) = common::get_json(&s, "/api/v1/links/AAAAAAAAAA").await;
     assert_eq!(st, 404, "nothing was imported");
+    // Commands that only read run beside the server.
+    let (st, made) = common::create(&s, json!({"url": "https://cdn.example.com/b.jpg"})).await;
+    assert_eq!(st, 201);
+    let out = std::process::Command::new(common::bin())
+        .args(["export", "--data-dir"])
+        .arg(&dir)
+        .arg(dir.join("out.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+    assert!(
+        exported.contains(made["id"].as_str().unwrap()),
+        "{exported}"
+    );
 
     s.kill();
     let out = import();

@@ -405,3 +405,51 @@ async fn one_store_handle_writes_a_file_at_a_time() {
     let second = SqliteStore::open(&db, None).await.unwrap();
     second.close().await;
 }
+
+/// An array is all or nothing: when one item fails in the store (here: every prefix of
+/// its id is taken by other URLs, which only tampering can do), the items before it are
+/// not stored either, and a later array stores them.
+#[tokio::test]
+async fn an_array_with_a_failing_item_stores_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let store = SqliteStore::open(&db, None).await.unwrap();
+    let key = store.id_key().clone();
+    let blocked = link(&key, 500);
+    let IdPlan::Derived(full) = &blocked.plan else {
+        unreachable!()
+    };
+    let squatters: Vec<NewLink> = full
+        .candidates()
+        .enumerate()
+        .map(|(i, id)| NewLink {
+            plan: IdPlan::Exact(id),
+            ..link(&key, 1000 + i)
+        })
+        .collect();
+    assert_eq!(
+        created(store.put_if_absent(squatters).await.unwrap()).len(),
+        13
+    );
+
+    let before = link(&key, 1);
+    let after = link(&key, 2);
+    let first_id = |l: &NewLink| match &l.plan {
+        IdPlan::Derived(f) => f.candidates().next().unwrap(),
+        IdPlan::Exact(id) => id.clone(),
+    };
+    let err = store
+        .put_if_absent(vec![before.clone(), blocked, after.clone()])
+        .await
+        .expect_err("every prefix is taken");
+    assert!(err.to_string().contains("prefix"), "{err}");
+    for l in [&before, &after] {
+        assert_eq!(store.get(&first_id(l)).await.unwrap(), None);
+    }
+    assert_eq!(rows(&db), (13, 0), "only the squatters are stored");
+
+    let again = created(store.put_if_absent(vec![before, after]).await.unwrap());
+    assert_eq!(again.len(), 2);
+    assert_eq!(all(&store, 100).await.len(), 15);
+    store.close().await;
+}

@@ -148,8 +148,8 @@ async fn create_one(state: &SharedState, req: &CreateLink) -> Result<Response, P
 /// One item of an array's answer, serialized as it is (no `Value` in between).
 #[derive(serde::Serialize)]
 #[serde(untagged)]
-enum BatchItem {
-    Link(LinkView),
+enum BatchItem<'a> {
+    Link(links::ViewRef<'a>),
     Problem(serde_json::Value),
 }
 
@@ -173,31 +173,35 @@ async fn create_batch(
         })
         .collect();
     let mut outcomes = links::create_many(state, &valid).await.into_iter();
-    let (mut any_failed, mut any_created) = (false, false);
-    let out: Vec<BatchItem> = rejected
+    let results: Vec<Result<links::Created, Problem>> = rejected
         .into_iter()
-        .map(|bad| {
-            let r = match bad {
-                Some(p) => Err(p),
-                // One outcome per valid item, in order.
-                None => outcomes
-                    .next()
-                    .unwrap_or_else(|| {
-                        Err(LinkError::Store(crate::store::StoreError::Unavailable(
-                            "no answer".into(),
-                        )))
-                    })
-                    .map_err(Problem::from),
-            };
-            match r {
-                Ok(c) => {
-                    any_created |= c.created;
-                    BatchItem::Link(links::view(&state.public_base, &c.record))
-                }
-                Err(p) => {
-                    any_failed = true;
-                    BatchItem::Problem(p.to_json())
-                }
+        .map(|bad| match bad {
+            Some(p) => Err(p),
+            // One outcome per valid item, in order.
+            None => outcomes
+                .next()
+                .unwrap_or_else(|| {
+                    Err(LinkError::Store(crate::store::StoreError::Unavailable(
+                        "no answer".into(),
+                    )))
+                })
+                .map_err(Problem::from),
+        })
+        .collect();
+    let (mut any_failed, mut any_created) = (false, false);
+    let out: Vec<BatchItem<'_>> = results
+        .iter()
+        .map(|r| match r {
+            Ok(c) => {
+                any_created |= c.created;
+                BatchItem::Link(links::ViewRef {
+                    public_base: &state.public_base,
+                    record: &c.record,
+                })
+            }
+            Err(p) => {
+                any_failed = true;
+                BatchItem::Problem(p.to_json())
             }
         })
         .collect();

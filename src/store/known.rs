@@ -204,16 +204,21 @@ mod tests {
         );
     }
 
+    /// A set still being read, fed by the test through `rx`'s sender.
+    fn loading(rx: Receiver<Result<Vec<u32>, String>>) -> Known {
+        Known::Loading {
+            from: rx,
+            merged: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Ids merged while the read runs may be missing from what it returns: they are
     /// added when it arrives.
     #[test]
     fn ids_merged_while_loading_are_kept() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut known = Known::Loading {
-            from: rx,
-            merged: Vec::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
-        };
+        let mut known = loading(rx);
         assert!(!known.poll());
         assert!(known.ready().is_none());
         known.add(vec![fingerprint("mergedWhileReading")]);
@@ -229,20 +234,12 @@ mod tests {
     #[test]
     fn a_failed_read_leaves_the_table_lookups() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut known = Known::Loading {
-            from: rx,
-            merged: Vec::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
-        };
+        let mut known = loading(rx);
         tx.send(Err("disk on fire".into())).unwrap();
         assert!(!known.poll());
         assert!(known.ready().is_none());
         let (_, rx) = std::sync::mpsc::channel::<Result<Vec<u32>, String>>();
-        let mut gone = Known::Loading {
-            from: rx,
-            merged: Vec::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
-        };
+        let mut gone = loading(rx);
         assert!(!gone.poll(), "a reader that died without an answer");
         assert!(matches!(gone, Known::Unavailable));
     }

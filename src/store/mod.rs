@@ -187,6 +187,19 @@ pub async fn open(location: &str, id_key: Option<IdKey>) -> Result<Arc<dyn Store
     )))
 }
 
+/// Opens a store only to read it, beside a process that may be writing it (`inspect`,
+/// `export`). SQLite: no lock is taken and writes are refused; PostgreSQL: as `open`.
+pub async fn open_for_reading(
+    location: &str,
+    id_key: Option<IdKey>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = location.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open_for_reading(path.as_ref(), id_key).await?;
+        return Ok(Arc::new(store));
+    }
+    open(location, id_key).await
+}
+
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

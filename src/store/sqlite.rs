@@ -196,6 +196,8 @@ pub struct SqliteStore {
     known_ready: Arc<AtomicBool>,
     /// Held from open to close: see `lock_store`.
     lock: Mutex<Option<std::fs::File>>,
+    /// False when opened for reading only.
+    writes: bool,
 }
 
 /// One process at a time writes a SQLite store: the log's id index and the merged
@@ -242,7 +244,18 @@ impl SqliteStore {
         log_limit: usize,
     ) -> Result<Self, StoreError> {
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path, id_key, log_limit.max(1)))
+        tokio::task::spawn_blocking(move || {
+            Self::open_blocking(path, id_key, log_limit.max(1), true)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// For reading beside the process that writes the store (`medialink inspect` and
+    /// `export` next to a running server): takes no lock, and refuses every write.
+    pub async fn open_for_reading(path: &Path, id_key: Option<IdKey>) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, id_key, LOG_LIMIT, false))
             .await
             .map_err(unavailable)?
     }
@@ -251,12 +264,17 @@ impl SqliteStore {
         path: PathBuf,
         id_key: Option<IdKey>,
         log_limit: usize,
+        writes: bool,
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let lock = lock_store(&path)?;
+        let lock = if writes {
+            Some(lock_store(&path)?)
+        } else {
+            None
+        };
         let mut conn = Connection::open(&path)
             .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -289,10 +307,9 @@ impl SqliteStore {
         // runs on a growing store, against 56k/44k/38k with SQLite's 2 MiB).
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(unavailable)?;
-        // Each array goes in under a savepoint, which copies every page it changes
-        // into a sub-journal first, and a merge sorts the log: both in temporary files
-        // by default, a pwrite per page (the sub-journal alone was 5.7% of the
-        // server's CPU on arrays of 1,000). Both are bounded by one transaction.
+        // A merge sorts the log, and a statement that may need undoing keeps a
+        // journal of the pages it changes: both in temporary files by default, a
+        // pwrite per page. Both are bounded by one transaction.
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(unavailable)?;
         migrate(&mut conn)?;
@@ -323,6 +340,7 @@ impl SqliteStore {
             log_limit,
             known: Known::load(&path),
             known_ready: Arc::clone(&known_ready),
+            writes,
         };
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -333,7 +351,8 @@ impl SqliteStore {
             key,
             writer: tx,
             writer_thread: Mutex::new(Some(thread)),
-            lock: Mutex::new(Some(lock)),
+            lock: Mutex::new(lock),
+            writes,
             readers,
             next_reader: AtomicUsize::new(0),
             log,
@@ -352,6 +371,11 @@ impl SqliteStore {
     }
 
     async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        if !self.writes {
+            return Err(StoreError::Unavailable(
+                "this store was opened for reading only".into(),
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(make(tx))
@@ -474,6 +498,8 @@ struct Writer {
     /// Fingerprints of the ids in `links` (see `known`).
     known: Known,
     known_ready: Arc<AtomicBool>,
+    /// False for a store opened for reading: it leaves the WAL to the writing process.
+    writes: bool,
 }
 
 /// What a transaction did to the log, applied to the shared `LogIndex` only once it
@@ -558,7 +584,9 @@ impl Writer {
         // the data dir is one self-contained file when we stop.
         self.known.cancel();
         checkpointer.stop();
-        let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+        if self.writes {
+            let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+        }
         drop(conn);
         if let Some(done) = shutdown {
             let _ = done.send(());
@@ -611,8 +639,7 @@ impl Writer {
             Appended(Reply<()>),
             Failed(Box<dyn FnOnce() + Send>),
         }
-        let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        {
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
                 let err = unavailable(e);
@@ -626,24 +653,26 @@ impl Writer {
         let known = self.known.ready();
         let mut staged = Staged::default();
         let mut done = Vec::with_capacity(batch.len());
+        let mut broken: Option<StoreError> = None;
         for op in batch.drain(..) {
             let d = match op {
                 Op::Put(links, reply) => {
-                    // An array is all or nothing: its log additions are kept only if
-                    // every item went in (the savepoint rolls the rows back likewise).
+                    // An array is all or nothing. Its only writes are rows appended to
+                    // the log, whose rowids `mine` holds, so a failed array deletes them
+                    // again; a savepoint per array did the same by copying every page
+                    // it touched into a sub-journal first (3-5% of the CPU on arrays).
                     let mut mine = HashMap::default();
-                    let puts: Result<Vec<Put>, _> = tx.savepoint_with_name("put").and_then(|sp| {
-                        // Prepared once per array: a cached statement is found by
-                        // hashing its SQL text, a few hundred bytes, per link.
-                        let mut insert = sp.prepare_cached(INSERT_LOG)?;
-                        let puts = links
-                            .into_iter()
-                            .map(|l| put_one(&sp, &mut insert, log, known, &staged, &mut mine, l))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        drop(insert);
-                        sp.commit()?;
-                        Ok(puts)
-                    });
+                    let puts: Result<Vec<Put>, _> =
+                        tx.prepare_cached(INSERT_LOG).and_then(|mut insert| {
+                            // Prepared once per array: a cached statement is found by
+                            // hashing its SQL text, a few hundred bytes, per link.
+                            links
+                                .into_iter()
+                                .map(|l| {
+                                    put_one(&tx, &mut insert, log, known, &staged, &mut mine, l)
+                                })
+                                .collect()
+                        });
                     match puts {
                         Ok(puts) => {
                             for (id, rowid) in mine {
@@ -652,6 +681,13 @@ impl Writer {
                             Done::Put(reply, puts)
                         }
                         Err(e) => {
+                            if let Err(undo) = mine.values().try_for_each(|rowid| {
+                                tx.execute("DELETE FROM links_log WHERE rowid = ?1", [rowid])
+                                    .map(drop)
+                            }) {
+                                // Cannot take the array back out: commit nothing.
+                                broken.get_or_insert(unavailable(undo));
+                            }
                             let _ = reply.send(Err(unavailable(e)));
                             continue;
                         }
@@ -716,7 +752,13 @@ impl Writer {
             };
             done.push(d);
         }
-        let committed = tx.commit().map_err(unavailable);
+        let committed = match broken {
+            None => tx.commit().map_err(unavailable),
+            Some(e) => {
+                let _ = tx.rollback();
+                Err(e)
+            }
+        };
         if committed.is_ok() {
             // Before any answer goes out: a link acknowledged is a link readers find.
             staged.publish(log);
