@@ -217,7 +217,7 @@ fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
         .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", lock_path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Config(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
             "{} is in use by another medialink process: stop it first, or go through its API",
             path.display()
         ))),
