@@ -229,8 +229,7 @@ type Checked = Result<(NewLink, Option<Media>), LinkError>;
 /// Verifications run at once for one batch; each may download up to the policy's limit.
 const VERIFY_CONCURRENCY: usize = 16;
 
-/// The creation-time address check and, with `verify: true`, the whole pipeline.
-/// Returns the verified media to store with the link and to warm the cache with.
+/// A failed creation-time address check as the link layer reports it.
 fn creation_error(e: FetchError) -> LinkError {
     match e {
         FetchError::Forbidden { .. } => LinkError::Forbidden(e),
@@ -238,6 +237,8 @@ fn creation_error(e: FetchError) -> LinkError {
     }
 }
 
+/// The creation-time address check and, with `verify: true`, the whole pipeline.
+/// Returns the verified media to store with the link and to warm the cache with.
 async fn check(
     state: &AppState,
     req: &CreateLink,

@@ -204,12 +204,8 @@ impl Fetcher {
     /// name that does not resolve now, or not in time, is accepted: DNS can be down,
     /// and every fetch checks again.
     pub async fn check_at_creation(&self, url: &Url) -> Result<(), FetchError> {
-        if let Some(decided) = self.check_at_creation_now(url) {
-            return decided;
-        }
-        let name = match self.inner.guard.check_url_host(url)? {
-            HostCheck::Allowed(_) => return Ok(()),
-            HostCheck::NeedsResolve(name) => name,
+        let Some(name) = self.name_to_resolve(url)? else {
+            return Ok(());
         };
         let check = async {
             let resolving = self.inner.resolver.resolve_checked(&name);
@@ -235,14 +231,21 @@ impl Fetcher {
     /// The creation-time check when no DNS answer is needed (an IP literal, a refused
     /// scheme or a name refused as such); `None` when the name must be resolved.
     pub fn check_at_creation_now(&self, url: &Url) -> Option<Result<(), FetchError>> {
-        if let Err(e) = check_scheme(url) {
-            return Some(Err(e));
+        match self.name_to_resolve(url) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(Ok(())),
+            Err(e) => Some(Err(e)),
         }
-        match self.inner.guard.check_url_host(url) {
-            Ok(HostCheck::Allowed(_)) => Some(Ok(())),
-            Ok(HostCheck::NeedsResolve(_)) => None,
-            Err(refused) => Some(Err(refused.into())),
-        }
+    }
+
+    /// The part of the creation-time check that needs no DNS: an error for a refused
+    /// scheme or host, `None` for an allowed literal, else the name to resolve.
+    fn name_to_resolve(&self, url: &Url) -> Result<Option<String>, FetchError> {
+        check_scheme(url)?;
+        Ok(match self.inner.guard.check_url_host(url)? {
+            HostCheck::Allowed(_) => None,
+            HostCheck::NeedsResolve(name) => Some(name),
+        })
     }
 
     /// GETs `url` and returns the decoded body, only if it arrived whole and within

@@ -71,6 +71,20 @@ pub enum IdPlan {
     Exact(LinkId),
 }
 
+impl IdPlan {
+    /// The ids to try, in order: a derived id's prefixes from the shortest, or the
+    /// one exact id. Lazy: nearly every link takes the first.
+    pub fn candidates(&self) -> impl Iterator<Item = LinkId> + '_ {
+        let (full, exact) = match self {
+            IdPlan::Derived(full) => (Some(full), None),
+            IdPlan::Exact(id) => (None, Some(id)),
+        };
+        full.into_iter()
+            .flat_map(FullId::candidates)
+            .chain(exact.cloned())
+    }
+}
+
 /// A link to insert if its URL is not stored yet.
 #[derive(Debug, Clone)]
 pub struct NewLink {

@@ -338,7 +338,12 @@ impl SqliteStore {
         let writer = Writer {
             log: Arc::clone(&log),
             log_limit,
-            known: Known::load(&path),
+            // A store opened for reading never inserts: no need to read every id.
+            known: if writes {
+                Known::load(&path)
+            } else {
+                Known::Unavailable
+            },
             known_ready: Arc::clone(&known_ready),
             writes,
         };
@@ -961,13 +966,8 @@ fn put_one(
     mine: &mut HashMap<Box<str>, i64>,
     link: NewLink,
 ) -> Result<Put, rusqlite::Error> {
-    // Lazily: nearly every link takes its first candidate.
-    let plan = link.plan.clone();
-    let candidates: Box<dyn Iterator<Item = LinkId> + '_> = match &plan {
-        IdPlan::Derived(full) => Box::new(full.candidates()),
-        IdPlan::Exact(id) => Box::new(std::iter::once(id.clone())),
-    };
-    for id in candidates {
+    let mut free = None;
+    for id in link.plan.candidates() {
         let logged = match mine.get(id.as_str()) {
             Some(&rowid) => Some(rowid),
             None => staged.find(log, id.as_str()),
@@ -979,36 +979,40 @@ fn put_one(
             None => get_main(conn, id.as_str())?,
         };
         let Some(existing) = existing else {
-            // Free: a new link (the common case) is appended to the log.
-            let m = link.media.as_ref();
-            let rowid = insert.insert(params![
-                id.as_str(),
-                link.url.as_str(),
-                link.kind.as_str(),
-                link.created_at,
-                link.expires_at,
-                link.convert,
-                m.map(|m| &m.content_type),
-                m.map(|m| m.bytes as i64),
-                m.and_then(|m| m.converted_from.as_ref()),
-                link.blob,
-            ])?;
-            mine.insert(id.as_str().into(), rowid);
-            return Ok(Put::Created(link.into_record(id)));
+            free = Some(id);
+            break;
         };
         if existing.url == link.url {
             return Ok(Put::Existing(existing));
         }
         // Taken by another URL: the next, longer prefix (DESIGN §2).
-        if matches!(plan, IdPlan::Exact(_)) {
+        if matches!(link.plan, IdPlan::Exact(_)) {
             return Ok(Put::Conflict(id));
         }
     }
     // 13 prefixes of a 128-bit keyed hash all taken by other URLs: not a collision
     // that can happen by chance; the store must have been tampered with.
-    Err(rusqlite::Error::ToSqlConversionFailure(
-        "every id prefix is taken".into(),
-    ))
+    let Some(id) = free else {
+        return Err(rusqlite::Error::ToSqlConversionFailure(
+            "every id prefix is taken".into(),
+        ));
+    };
+    // Free: a new link (the common case) is appended to the log.
+    let m = link.media.as_ref();
+    let rowid = insert.insert(params![
+        id.as_str(),
+        link.url.as_str(),
+        link.kind.as_str(),
+        link.created_at,
+        link.expires_at,
+        link.convert,
+        m.map(|m| &m.content_type),
+        m.map(|m| m.bytes as i64),
+        m.and_then(|m| m.converted_from.as_ref()),
+        link.blob,
+    ])?;
+    mine.insert(id.as_str().into(), rowid);
+    Ok(Put::Created(link.into_record(id)))
 }
 
 #[async_trait]

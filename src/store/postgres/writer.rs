@@ -331,12 +331,8 @@ async fn put_one(
     conn: &mut PgConnection,
     link: &NewLink,
 ) -> Result<Result<Put, StoreError>, Failure> {
-    let candidates: Vec<LinkId> = match &link.plan {
-        IdPlan::Derived(full) => full.candidates().collect(),
-        IdPlan::Exact(id) => vec![id.clone()],
-    };
     let m = link.media.as_ref();
-    'ids: for id in candidates {
+    'ids: for id in link.plan.candidates() {
         // The holder may be deleted between our insert and our read: then the id is
         // free again, so try it again (a few times; more means a delete storm).
         for _ in 0..RETRIES {
