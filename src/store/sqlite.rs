@@ -1046,17 +1046,23 @@ impl Store for SqliteStore {
         self.read(move |c| {
             // The log's ids come from the map, taken before the read transaction
             // starts: an id merged away since is then in `links` for that transaction.
-            let mut logged: Vec<(Box<str>, i64)> = log
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .iter()
-                .filter(|(id, _)| &***id > after.as_str())
-                .map(|(id, rowid)| (id.clone(), *rowid))
-                .collect();
-            if logged.len() > limit {
-                logged.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
-                logged.truncate(limit);
-            }
+            // Only the first `limit` of them are copied out: an export reads the
+            // log's map once per page.
+            let logged: Vec<(Box<str>, i64)> = {
+                let map = log.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut past: Vec<(&str, i64)> = map
+                    .iter()
+                    .filter(|(id, _)| &***id > after.as_str())
+                    .map(|(id, rowid)| (&**id, *rowid))
+                    .collect();
+                if past.len() > limit {
+                    past.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+                    past.truncate(limit);
+                }
+                past.into_iter()
+                    .map(|(id, rowid)| (id.into(), rowid))
+                    .collect()
+            };
             let tx = c.unchecked_transaction()?;
             let mut out: Vec<LinkRecord> = tx
                 .prepare_cached(&format!("{SELECT} WHERE id > ?1 ORDER BY id LIMIT ?2"))?
