@@ -269,12 +269,7 @@ async fn check(
         .map_err(LinkError::Media)
 }
 
-async fn check_one(
-    state: &AppState,
-    req: &CreateLink,
-    prepared: Result<NewLink, LinkError>,
-) -> Result<(NewLink, Option<Media>), LinkError> {
-    let mut new = prepared?;
+async fn check_one(state: &AppState, req: &CreateLink, mut new: NewLink) -> Checked {
     let media = check(state, req, &new).await?;
     new.media = media.as_ref().map(Media::info);
     Ok((new, media))
@@ -312,7 +307,7 @@ pub async fn create_many(state: &AppState, reqs: &[CreateLink]) -> Vec<Result<Cr
     let done: Vec<(usize, Checked)> = futures_util::stream::iter(
         waiting
             .into_iter()
-            .map(|(i, new)| async move { (i, check_one(state, &reqs[i], Ok(new)).await) }),
+            .map(|(i, new)| async move { (i, check_one(state, &reqs[i], new).await) }),
     )
     .buffered(VERIFY_CONCURRENCY)
     .collect()

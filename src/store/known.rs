@@ -41,28 +41,13 @@ impl KnownIds {
         self.sorted.binary_search(&fingerprint(id)).is_ok()
     }
 
-    /// Adds fingerprints with one pass over both sorted lists (a merge adds 65,536 ids
-    /// to what may be millions: sorting it all again would cost more).
+    /// Adds fingerprints. A merge adds 65,536 ids to what may be millions: the new
+    /// ones are sorted alone and appended, and the stable sort, which finds the two
+    /// sorted runs, merges them in one pass instead of sorting everything again.
     pub fn extend(&mut self, more: Vec<u32>) {
-        let more = Self::from_unsorted(more).sorted;
-        let old = std::mem::take(&mut self.sorted);
-        let mut out = Vec::with_capacity(old.len() + more.len());
-        let (mut a, mut b) = (old.into_iter().peekable(), more.into_iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x < y => a.next(),
-                (Some(x), Some(y)) if x > y => b.next(),
-                (Some(_), Some(_)) => {
-                    b.next();
-                    a.next()
-                }
-                (Some(_), None) => a.next(),
-                (None, Some(_)) => b.next(),
-                (None, None) => break,
-            };
-            out.extend(next);
-        }
-        self.sorted = out;
+        self.sorted.extend(Self::from_unsorted(more).sorted);
+        self.sorted.sort();
+        self.sorted.dedup();
     }
 
     pub fn len(&self) -> usize {

@@ -332,7 +332,12 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, StoreError>>()?
             .into();
 
-        let checkpointer = Checkpointer::start(&path)?;
+        // A store opened for reading commits nothing, so it has nothing to checkpoint.
+        let checkpointer = if writes {
+            Some(Checkpointer::start(&path)?)
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let known_ready = Arc::new(AtomicBool::new(false));
         let writer = Writer {
@@ -553,7 +558,7 @@ impl Writer {
         mut self,
         mut conn: Connection,
         mut rx: mpsc::UnboundedReceiver<Op>,
-        checkpointer: Checkpointer,
+        checkpointer: Option<Checkpointer>,
     ) {
         let mut batch = Vec::new();
         let mut shutdown = None;
@@ -579,7 +584,9 @@ impl Writer {
                 {
                     tracing::warn!(error = %e, "moving the link log into the id-keyed table failed; it stays in the log and is retried after the next write");
                 }
-                checkpointer.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = &checkpointer {
+                    c.commits.fetch_add(1, Ordering::Relaxed);
+                }
             }
             if shutdown.is_some() {
                 break;
@@ -588,7 +595,9 @@ impl Writer {
         // Everything queued before the shutdown has been applied; fold the WAL back so
         // the data dir is one self-contained file when we stop.
         self.known.cancel();
-        checkpointer.stop();
+        if let Some(c) = checkpointer {
+            c.stop();
+        }
         if self.writes {
             let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
         }
@@ -618,14 +627,21 @@ impl Writer {
         )?;
         tx.execute("DELETE FROM links_log", [])?;
         tx.commit()?;
-        let mut map = self
+        // Only this thread changes the map: read the moved ids under the shared lock,
+        // and hold the exclusive one (which stops every reader of the log) only to
+        // clear it, not while their fingerprints join a set of millions.
+        let merged: Vec<u32> = self
             .log
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .map(|id| known::fingerprint(id))
+            .collect();
+        self.log
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.known
-            .add(map.keys().map(|id| known::fingerprint(id)).collect());
-        map.clear();
-        drop(map);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        self.known.add(merged);
         tracing::debug!(
             moved,
             ms = started.elapsed().as_millis() as u64,
