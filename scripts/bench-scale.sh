@@ -4,7 +4,7 @@
 # (defaults 1,000 and 1,000,000); start-up time on the large store; store bytes per
 # link. Each rate is a median of ROUNDS runs. Loopback only; stops what it started.
 #
-#   scripts/bench-scale.sh        # DURATION=10s ROUNDS=3 SMALL=1000 LARGE=1000000
+#   scripts/bench-scale.sh        # DURATION=10s (in seconds) ROUNDS=3 SMALL=1000 LARGE=1000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}

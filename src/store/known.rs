@@ -37,12 +37,6 @@ pub struct KnownIds {
 }
 
 impl KnownIds {
-    pub fn from_fingerprints(fps: Vec<u32>) -> Self {
-        let mut set = HashSet::with_capacity_and_hasher(fps.len(), Default::default());
-        set.extend(fps);
-        Self { set }
-    }
-
     /// False only when no id with this fingerprint was ever added.
     pub fn may_contain(&self, id: &str) -> bool {
         self.set.contains(&fingerprint(id))
@@ -57,11 +51,19 @@ impl KnownIds {
     }
 }
 
+impl FromIterator<u32> for KnownIds {
+    fn from_iter<I: IntoIterator<Item = u32>>(fps: I) -> Self {
+        Self {
+            set: fps.into_iter().collect(),
+        }
+    }
+}
+
 /// The writer's view of the set: still being read from the table, ready, or given up
 /// on (a failed read leaves the writer on table lookups, which are always right).
 pub enum Known {
     Loading {
-        from: Receiver<Result<Vec<u32>, String>>,
+        from: Receiver<Result<KnownIds, String>>,
         /// Fingerprints of ids merged into `links` since the read began; the read may
         /// not see them.
         merged: Vec<u32>,
@@ -84,9 +86,9 @@ impl Known {
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let read = read_ids(&path, &stop).map_err(|e| e.to_string());
-                if let Ok(fps) = &read {
+                if let Ok(set) = &read {
                     let ms = started.elapsed().as_millis() as u64;
-                    tracing::debug!(ids = fps.len(), ms, "stored ids read");
+                    tracing::debug!(ids = set.len(), ms, "stored ids read");
                 }
                 let _ = tx.send(read);
             });
@@ -107,8 +109,7 @@ impl Known {
     pub fn poll(&mut self) -> bool {
         if let Known::Loading { from, merged, .. } = self {
             match from.try_recv() {
-                Ok(Ok(fps)) => {
-                    let mut set = KnownIds::from_fingerprints(fps);
+                Ok(Ok(mut set)) => {
                     set.extend(std::mem::take(merged));
                     tracing::debug!(ids = set.len(), "stored id fingerprints loaded");
                     *self = Known::Ready(set);
@@ -149,7 +150,8 @@ impl Known {
     }
 }
 
-fn read_ids(path: &Path, stop: &AtomicBool) -> Result<Vec<u32>, rusqlite::Error> {
+/// Builds the set here, on the reading thread: the writer only takes it whole.
+fn read_ids(path: &Path, stop: &AtomicBool) -> Result<KnownIds, rusqlite::Error> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -158,16 +160,18 @@ fn read_ids(path: &Path, stop: &AtomicBool) -> Result<Vec<u32>, rusqlite::Error>
     // One statement is one read transaction: one snapshot of the table.
     let mut stmt = conn.prepare("SELECT id FROM links")?;
     let mut rows = stmt.query([])?;
-    let mut fps = Vec::new();
+    let mut known = KnownIds::default();
+    let mut read = 0u64;
     while let Some(row) = rows.next()? {
-        if fps.len() % 4096 == 0 && stop.load(Ordering::Relaxed) {
+        read += 1;
+        if read.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             return Err(rusqlite::Error::ToSqlConversionFailure(
                 "the store is closing".into(),
             ));
         }
-        fps.push(fingerprint(row.get_ref(0)?.as_str()?));
+        known.set.insert(fingerprint(row.get_ref(0)?.as_str()?));
     }
-    Ok(fps)
+    Ok(known)
 }
 
 #[cfg(test)]
@@ -177,8 +181,7 @@ mod tests {
     #[test]
     fn membership_and_extend() {
         let ids: Vec<String> = (0..1000).map(|i| format!("id{i:08}")).collect();
-        let mut set =
-            KnownIds::from_fingerprints(ids[..500].iter().map(|i| fingerprint(i)).collect());
+        let mut set: KnownIds = ids[..500].iter().map(|i| fingerprint(i)).collect();
         assert!(ids[..500].iter().all(|i| set.may_contain(i)));
         let false_hits = ids[500..].iter().filter(|i| set.may_contain(i)).count();
         assert!(false_hits <= 1, "{false_hits} false hits in 500");
@@ -187,12 +190,15 @@ mod tests {
         assert!(ids.iter().all(|i| set.may_contain(i)));
         assert_eq!(
             set.len(),
-            KnownIds::from_fingerprints(ids.iter().map(|i| fingerprint(i)).collect()).len()
+            ids.iter()
+                .map(|i| fingerprint(i))
+                .collect::<KnownIds>()
+                .len()
         );
     }
 
     /// A set still being read, fed by the test through `rx`'s sender.
-    fn loading(rx: Receiver<Result<Vec<u32>, String>>) -> Known {
+    fn loading(rx: Receiver<Result<KnownIds, String>>) -> Known {
         Known::Loading {
             from: rx,
             merged: Vec::new(),
@@ -209,7 +215,8 @@ mod tests {
         assert!(!known.poll());
         assert!(known.ready().is_none());
         known.add(vec![fingerprint("mergedWhileReading")]);
-        tx.send(Ok(vec![fingerprint("readFromTable")])).unwrap();
+        tx.send(Ok([fingerprint("readFromTable")].into_iter().collect()))
+            .unwrap();
         assert!(known.poll());
         let set = known.ready().unwrap();
         assert!(set.may_contain("mergedWhileReading"));
@@ -225,7 +232,7 @@ mod tests {
         tx.send(Err("disk on fire".into())).unwrap();
         assert!(!known.poll());
         assert!(known.ready().is_none());
-        let (_, rx) = std::sync::mpsc::channel::<Result<Vec<u32>, String>>();
+        let (_, rx) = std::sync::mpsc::channel::<Result<KnownIds, String>>();
         let mut gone = loading(rx);
         assert!(!gone.poll(), "a reader that died without an answer");
         assert!(matches!(gone, Known::Unavailable));

@@ -352,7 +352,6 @@ impl SqliteStore {
                 Known::Unavailable
             },
             known_ready: Arc::clone(&known_ready),
-            writes,
         };
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -510,8 +509,6 @@ struct Writer {
     /// Fingerprints of the ids in `links` (see `known`).
     known: Known,
     known_ready: Arc<AtomicBool>,
-    /// False for a store opened for reading: it leaves the WAL to the writing process.
-    writes: bool,
 }
 
 /// What a transaction did to the log, applied to the shared `LogIndex` only once it
@@ -596,11 +593,11 @@ impl Writer {
         }
         // Everything queued before the shutdown has been applied; fold the WAL back so
         // the data dir is one self-contained file when we stop.
+        // A store opened for reading has no checkpointer: it leaves the WAL to the
+        // writing process.
         self.known.cancel();
         if let Some(c) = checkpointer {
             c.stop();
-        }
-        if self.writes {
             let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
         }
         drop(conn);
