@@ -57,15 +57,22 @@ impl Media {
 const SENDFILE_MIN: usize = 32 * 1024;
 
 /// The entry as it will be cached: its bytes moved into a file when they
-/// are worth it and a file can be had, else as they are.
+/// are worth it and a file can be had, else copied into memory of their own size.
+/// A fetched body can be a slice of the HTTP client's larger read buffer (`fetch`
+/// does not copy a body that arrived in one read); cached as it is, it would keep the
+/// whole buffer alive while the cache counts only the slice.
 fn for_sendfile(mut media: Media) -> Media {
     #[cfg(target_os = "linux")]
     if media.bytes.len() >= SENDFILE_MIN {
         match crate::zerocopy::into_file(&media.bytes) {
-            Ok(b) => media.bytes = b,
+            Ok(b) => {
+                media.bytes = b;
+                return media;
+            }
             Err(e) => tracing::debug!(error = %e, "cached media kept in plain memory"),
         }
     }
+    media.bytes = Bytes::copy_from_slice(&media.bytes);
     media
 }
 
@@ -149,5 +156,21 @@ impl MediaCache {
     /// Bytes currently held (approximate: moka applies writes lazily).
     pub fn weighted_size(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetched body can be a slice of a bigger buffer; the cache must not keep
+    /// that buffer alive behind an entry it counts at the slice's size.
+    #[test]
+    fn a_small_cached_entry_holds_its_own_bytes() {
+        let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let slice = buffer.slice(100..1100);
+        let cached = for_sendfile(Media::new(slice.clone(), MediaType::Jpeg, None, None));
+        assert_eq!(cached.bytes, slice);
+        assert!(!buffer.as_ptr_range().contains(&cached.bytes.as_ptr()));
     }
 }

@@ -30,9 +30,6 @@ pub const MAX_REDIRECTS: usize = 5;
 
 const USER_AGENT: &str = "medialink/0.1";
 const ACCEPT_MEDIA: &str = "image/*, audio/*;q=0.9, */*;q=0.1";
-/// Upper bound on the first buffer allocation, whatever the upstream announces, so a
-/// lying Content-Length cannot make us reserve memory up front.
-const MAX_PREALLOC: usize = 1 << 20;
 
 /// Settings for [`Fetcher`] (DESIGN §7 gives their flags and defaults).
 #[derive(Debug, Clone)]
@@ -316,30 +313,46 @@ impl Fetcher {
             return Err(FetchError::TooLarge { limit: max_bytes });
         }
 
-        let prealloc = announced
-            .unwrap_or(0)
-            .min(max_bytes)
-            .min(MAX_PREALLOC as u64);
-        // Fits: bounded by MAX_PREALLOC, a usize.
-        let mut body = BytesMut::with_capacity(prealloc as usize);
+        // The chunks as hyper hands them over (slices of its read buffer, no copy),
+        // joined once at the end: a body that arrived in one read is served as it is.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut got: u64 = 0;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| body_error(&e, body.len()))?;
-            if (body.len() as u64).saturating_add(chunk.len() as u64) > max_bytes {
+            // Fits: `got` never passes `max_bytes`, and every chunk is in memory.
+            let chunk = chunk.map_err(|e| body_error(&e, got as usize))?;
+            got = got.saturating_add(chunk.len() as u64);
+            if got > max_bytes {
                 return Err(FetchError::TooLarge { limit: max_bytes });
             }
-            body.extend_from_slice(&chunk);
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
         }
         // hyper already errors when a Content-Length body ends early; this is the
         // belt to its braces, so a short body is never mistaken for a whole one.
         if let Some(len) = announced
-            && body.len() as u64 != len
+            && got != len
         {
-            return Err(cut_short(body.len(), "length differs from Content-Length"));
+            return Err(cut_short(
+                got as usize,
+                "length differs from Content-Length",
+            ));
         }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(got as usize);
+                for c in &chunks {
+                    joined.extend_from_slice(c);
+                }
+                joined.freeze()
+            }
+        };
 
         Ok(Fetched {
-            bytes: body.freeze(),
+            bytes: body,
             final_url,
             upstream_content_type,
             elapsed: Duration::ZERO,
