@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub fn fingerprint(id: &str) -> u32 {
     // The low 32 bits of a 64-bit hash: any 32 bits of it are as good.
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as u32
+    twox_hash::XxHash3_64::oneshot(id.as_bytes()) as u32
 }
 
 /// A set of fingerprints.
@@ -177,6 +177,12 @@ fn read_ids(path: &Path, stop: &AtomicBool) -> Result<KnownIds, rusqlite::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_is_low_bits_of_xxh3_64() {
+        // 3107078199198696151 from the C library (Python's `xxhash.xxh3_64_intdigest`).
+        assert_eq!(fingerprint("k3J9aQ2mZx"), 3107078199198696151u64 as u32);
+    }
 
     #[test]
     fn membership_and_extend() {
