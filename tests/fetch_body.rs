@@ -96,6 +96,28 @@ async fn announced_length_over_limit_is_too_large_without_reading() {
 }
 
 #[tokio::test]
+async fn body_in_several_reads_comes_back_whole_and_in_order() {
+    // Chunks sent apart, so the client reads them one by one and must join them.
+    let up = raw_upstream("127.0.0.1", |mut s, _| async move {
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await?;
+        for i in 0..5u8 {
+            s.write_all(b"c8\r\n").await?;
+            s.write_all(&[i; 200]).await?;
+            s.write_all(b"\r\n").await?;
+            s.flush().await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        s.write_all(b"0\r\n\r\n").await?;
+        Ok(())
+    })
+    .await;
+    let got = fetcher().fetch(&up.url("/"), 1000).await.expect("whole");
+    let want: Vec<u8> = (0..5u8).flat_map(|i| [i; 200]).collect();
+    assert_eq!(&got.bytes[..], &want[..]);
+}
+
+#[tokio::test]
 async fn chunked_body_growing_past_limit_is_too_large() {
     // No length announced; 10 chunks of 200 bytes against a 1000-byte limit, then the
     // stream stays open, so only stopping at the limit answers quickly.

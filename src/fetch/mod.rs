@@ -17,7 +17,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use ipnet::IpNet;
@@ -339,16 +339,10 @@ impl Fetcher {
                 "length differs from Content-Length",
             ));
         }
+        // `concat` sizes its one allocation from the chunks' lengths first.
         let body = match chunks.len() {
-            0 => Bytes::new(),
             1 => chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut joined = BytesMut::with_capacity(got as usize);
-                for c in &chunks {
-                    joined.extend_from_slice(c);
-                }
-                joined.freeze()
-            }
+            _ => Bytes::from(chunks.concat()),
         };
 
         Ok(Fetched {
