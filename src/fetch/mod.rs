@@ -29,11 +29,11 @@ pub use guard::{Guard, GuardResolver, HostCheck, NameLookup, Refused, SystemLook
 pub const MAX_REDIRECTS: usize = 5;
 
 const USER_AGENT: &str = "medialink/0.1";
+const ACCEPT_MEDIA: &str = "image/*, audio/*;q=0.9, */*;q=0.1";
 
 /// Found in the registry once (after the recorder is installed), not by name per fetch.
 static FETCH_SECONDS: std::sync::LazyLock<metrics::Histogram> =
     std::sync::LazyLock::new(|| metrics::histogram!("medialink_upstream_fetch_seconds"));
-const ACCEPT_MEDIA: &str = "image/*, audio/*;q=0.9, */*;q=0.1";
 
 /// Settings for [`Fetcher`] (DESIGN §7 gives their flags and defaults).
 #[derive(Debug, Clone)]

@@ -160,8 +160,9 @@ impl Counters {
 /// last send even when they fell out of the ring.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Trace {
-    /// A deque: a hot link's full ring drops its oldest event on every answer, which
-    /// a `Vec` paid for by moving the other 49 (0.5% of a warm hit's CPU).
+    // A deque: a hot link's full ring drops its oldest event on every answer, which
+    // a `Vec` paid for by moving the other 49 (0.5% of a warm hit's CPU). A plain
+    // comment, not a doc comment: the OpenAPI document shows doc comments.
     #[schema(value_type = Vec<Event>)]
     pub events: VecDeque<Event>,
     pub counters: Counters,
