@@ -3,7 +3,8 @@
 //!
 //! The metrics themselves are recorded where things happen: `media` (cache hits and
 //! misses, bytes served), `fetch` (upstream latency, errors by code), `store::hot`
-//! (store latency by operation), `api::send` (gateway sends by outcome).
+//! (store latency by operation), `api::send` (gateway sends by outcome). The handles of
+//! those recorded on every answer are kept here, found once.
 //!
 //! Labels are bounded: the route is axum's matched path (`/m/{file}`), never the raw
 //! path, so ids cannot explode the series count.
@@ -107,6 +108,19 @@ fn describe() {
         "Deliveries through the gateway, by outcome (delivered_as)"
     );
 }
+
+// The unlabelled metrics recorded on every `/m/` answer and every upstream fetch,
+// found in the registry once (at first use, after `install`) rather than by name
+// each time: the lookup cost a warm hit more CPU than the counting. The route
+// handles below do the same for the labelled request metrics.
+pub static CACHE_HITS: LazyLock<Counter> =
+    LazyLock::new(|| metrics::counter!("medialink_cache_hits_total"));
+pub static CACHE_MISSES: LazyLock<Counter> =
+    LazyLock::new(|| metrics::counter!("medialink_cache_misses_total"));
+pub static MEDIA_BYTES_SERVED: LazyLock<Counter> =
+    LazyLock::new(|| metrics::counter!("medialink_media_bytes_served_total"));
+pub static UPSTREAM_FETCH_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::histogram!("medialink_upstream_fetch_seconds"));
 
 /// The layer that counts every answer by matched route and status and times it.
 /// A plain tower service with its handles cached per route and status: building a

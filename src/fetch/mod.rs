@@ -31,10 +31,6 @@ pub const MAX_REDIRECTS: usize = 5;
 const USER_AGENT: &str = "medialink/0.1";
 const ACCEPT_MEDIA: &str = "image/*, audio/*;q=0.9, */*;q=0.1";
 
-/// Found in the registry once (after the recorder is installed), not by name per fetch.
-static FETCH_SECONDS: std::sync::LazyLock<metrics::Histogram> =
-    std::sync::LazyLock::new(|| metrics::histogram!("medialink_upstream_fetch_seconds"));
-
 /// Settings for [`Fetcher`] (DESIGN §7 gives their flags and defaults).
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -267,7 +263,7 @@ impl Fetcher {
                 Err(_) => Err(FetchError::Timeout),
             };
         // Failures are timed too: a slow refusal is as telling as a slow success.
-        FETCH_SECONDS.record(started.elapsed());
+        crate::metrics::UPSTREAM_FETCH_SECONDS.record(started.elapsed());
         if let Err(e) = &result {
             metrics::counter!("medialink_upstream_errors_total", "code" => e.code()).increment(1);
         }

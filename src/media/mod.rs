@@ -8,7 +8,7 @@
 pub mod range;
 pub mod verify;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -35,16 +35,6 @@ static CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=86
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 static CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox");
 static BYTES: HeaderValue = HeaderValue::from_static("bytes");
-
-// Found in the registry once, at the first answer (after `serve` installed the
-// recorder), as `metrics` does for the request counters: finding them by name on
-// every answer cost a warm hit more CPU than the counting.
-static CACHE_HITS: LazyLock<metrics::Counter> =
-    LazyLock::new(|| metrics::counter!("medialink_cache_hits_total"));
-static CACHE_MISSES: LazyLock<metrics::Counter> =
-    LazyLock::new(|| metrics::counter!("medialink_cache_misses_total"));
-static BYTES_SERVED: LazyLock<metrics::Counter> =
-    LazyLock::new(|| metrics::counter!("medialink_media_bytes_served_total"));
 
 pub fn media_problem(e: &MediaError, ctx: Context) -> Problem {
     let p = Problem::media(e.code(), e.to_string(), ctx);
@@ -132,11 +122,11 @@ fn record(
     let status = a.response.status();
     let bytes = a.bytes;
     match a.source {
-        Source::Cache => CACHE_HITS.increment(1),
+        Source::Cache => crate::metrics::CACHE_HITS.increment(1),
         Source::None => {}
-        _ => CACHE_MISSES.increment(1),
+        _ => crate::metrics::CACHE_MISSES.increment(1),
     }
-    BYTES_SERVED.increment(bytes);
+    crate::metrics::MEDIA_BYTES_SERVED.increment(bytes);
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
