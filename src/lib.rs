@@ -17,7 +17,7 @@
 //!   of hot links in front of it.
 //! - [`trace`]: each link's delivery trace (fetches, sends), recorded in memory and
 //!   flushed to the store in the background.
-//! - [`fetch`]: reqwest behind the SSRF guard ([`fetch::guard`]).
+//! - [`fetch`]: hyper's pooled client behind the SSRF guard ([`fetch::guard`]).
 //! - [`sniff`] + [`policy`]: what the bytes are, and whether the link accepts them.
 //! - [`convert`]: into what the phone plays (JPEG, OGG/Opus).
 //! - [`cache`]: the bounded media cache with single-flight misses; [`blobs`]: pinned

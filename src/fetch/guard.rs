@@ -4,11 +4,11 @@
 //! Owns: the one table of refused ranges ([`REFUSED`]) with a reason per row, the
 //! reading of IPv4 addresses embedded in IPv6 ([`EMBEDS_V4`]), the operator's lifts
 //! (`--allow-private-upstreams`, `--allow-upstream-cidr`), the check of a URL's
-//! literal host, and [`GuardResolver`], the reqwest resolver that refuses a whole DNS
+//! literal host, and [`GuardResolver`], the connector's resolver that refuses a whole DNS
 //! answer when any address in it is refused.
 //!
 //! Deliberately does not: open connections, follow redirects or judge bytes. The
-//! fetcher (`super`) wires this guard into every place where reqwest may pick an
+//! fetcher (`super`) wires this guard into every place where its client may pick an
 //! address; `policy` decides whether fetched bytes are acceptable.
 
 use std::fmt;
@@ -17,6 +17,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::Name;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use url::{Host, Url};
@@ -168,9 +171,9 @@ fn table_reason(ip: IpAddr) -> Option<&'static str> {
         .map(|(_, reason)| *reason)
 }
 
-/// A target the guard will not let the fetcher reach. It travels inside reqwest's
-/// errors (from [`GuardResolver`] and the redirect policy) and is found again by
-/// walking the error's `source()` chain.
+/// A target the guard will not let the fetcher reach. From [`GuardResolver`] it
+/// travels inside the client's connect error and is found again by walking the
+/// error's `source()` chain; the fetcher's own checks return it directly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{target} refused: {reason}")]
 pub struct Refused {
@@ -243,7 +246,7 @@ impl Guard {
     ///
     /// The url crate has already turned odd IPv4 spellings (`0177.0.0.1`,
     /// `2130706433`, `0x7f.1`, `0`) into `Host::Ipv4`, so they are judged by what they
-    /// mean. IP literals must be judged here: reqwest never calls the resolver for
+    /// mean. IP literals must be judged here: the connector never calls the resolver for
     /// them (the "known trap" of DESIGN §5).
     pub fn check_url_host(&self, url: &Url) -> Result<HostCheck, Refused> {
         let ip = match url.host() {
@@ -287,9 +290,9 @@ impl NameLookup for SystemLookup {
     }
 }
 
-/// The reqwest resolver: looks a name up and hands reqwest the answer only when
+/// The connector's resolver: looks a name up and hands the connector the answer only when
 /// every address in it passes the guard. Refusing the whole answer (rather than
-/// filtering it) means the addresses checked are exactly the ones reqwest may connect
+/// filtering it) means the addresses checked are exactly the ones it may connect
 /// to, and a name that mixes a public and an internal address is treated as hostile.
 #[derive(Clone)]
 pub struct GuardResolver {
@@ -302,7 +305,7 @@ impl GuardResolver {
         Self { guard, lookup }
     }
 
-    /// Resolves `host` and checks the answer; used by reqwest at connect time and by
+    /// Resolves `host` and checks the answer; used by the connector at connect time and by
     /// the creation-time check.
     pub async fn resolve_checked(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
         let addrs = self
@@ -344,17 +347,27 @@ pub enum ResolveError {
     Lookup(io::Error),
 }
 
-impl reqwest::dns::Resolve for GuardResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+/// The connector's resolver: the addresses of a checked answer, or the error that
+/// says why there are none.
+impl tower::Service<Name> for GuardResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
             match this.resolve_checked(name.as_str()).await {
-                // Port 0: reqwest substitutes the URL's port (or the scheme default).
-                Ok(addrs) => {
-                    let addrs: reqwest::dns::Addrs =
-                        Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-                    Ok(addrs)
-                }
+                // Port 0: the connector substitutes the URL's port (or the scheme's).
+                Ok(addrs) => Ok(addrs
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter()),
                 // The bare `Refused` is boxed so that `FetchError` mapping can find it
                 // by downcasting along the error's source chain.
                 Err(ResolveError::Refused(r)) => Err(Box::new(r) as _),

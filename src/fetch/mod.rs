@@ -1,9 +1,17 @@
-//! Upstream fetch (DESIGN §5): one GET through reqwest, behind the SSRF guard.
+//! Upstream fetch (DESIGN §5): one GET through hyper's pooled client, behind the
+//! SSRF guard.
 //!
-//! Owns: the reqwest client and its settings (no proxy, no cookies, no retries, no
-//! credentials, bounded time), the guard's three checkpoints (the literal host of the
-//! first URL, every redirect hop, every DNS answer), the creation-time check, the
-//! byte limit, and the mapping of every failure to one [`FetchError`].
+//! Owns: the client and its settings (no proxy, no cookies, no credentials, bounded
+//! time; TLS by rustls with the platform's roots; bodies decoded by tower-http), the
+//! redirect loop, the guard's three checkpoints (the literal host of the first URL,
+//! every redirect hop, every DNS answer), the creation-time check, the byte limit,
+//! and the mapping of every failure to one [`FetchError`].
+//!
+//! Why not reqwest: it is built from these same crates, and its own layers above them
+//! (URL re-parsing, a redirect and timeout stack, response wrapping) cost a cold
+//! `/m/` answer more user-space CPU than the whole of nginx's proxying (README,
+//! "Performance"). What reqwest gave on top is small and lives here: the redirect
+//! loop with the guard at every hop, and the error mapping.
 //!
 //! Deliberately does not: judge the bytes. `fetch` never decides whether bytes are
 //! acceptable (type, size policy, conversion); `policy` does, after `sniff`. The
@@ -18,9 +26,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{
+    ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, USER_AGENT,
+};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
+use tower::{Service, ServiceExt};
+use tower_http::decompression::Decompression;
 use url::Url;
 
 pub use guard::{Guard, GuardResolver, HostCheck, NameLookup, Refused, SystemLookup, classify};
@@ -28,7 +45,7 @@ pub use guard::{Guard, GuardResolver, HostCheck, NameLookup, Refused, SystemLook
 /// At most this many redirect hops are followed (DESIGN §5); the sixth is refused.
 pub const MAX_REDIRECTS: usize = 5;
 
-const USER_AGENT: &str = "medialink/0.1";
+const USER_AGENT_VALUE: &str = "medialink/0.1";
 const ACCEPT_MEDIA: &str = "image/*, audio/*;q=0.9, */*;q=0.1";
 
 /// Settings for [`Fetcher`] (DESIGN §7 gives their flags and defaults).
@@ -113,10 +130,9 @@ impl From<Refused> for FetchError {
     }
 }
 
-/// The redirect policy's marker for hop 6+, found again by downcasting.
-#[derive(Debug, thiserror::Error)]
-#[error("more than {MAX_REDIRECTS} redirects")]
-struct RedirectLimit;
+/// The client: hyper's pool over guarded DNS and rustls, bodies decoded by tower-http
+/// (which also sends `Accept-Encoding` for what it can decode).
+type HttpClient = Decompression<Client<HttpsConnector<HttpConnector<GuardResolver>>, Empty<Bytes>>>;
 
 /// The upstream fetcher. Cheap to clone: the client and guard sit behind `Arc`s.
 #[derive(Debug, Clone)]
@@ -126,7 +142,7 @@ pub struct Fetcher {
 
 #[derive(Debug)]
 struct Inner {
-    client: reqwest::Client,
+    client: HttpClient,
     guard: Arc<Guard>,
     resolver: GuardResolver,
     cfg: FetchConfig,
@@ -155,32 +171,25 @@ impl Fetcher {
         let guard = Arc::new(Guard::new(cfg.allow_private, cfg.allow_cidrs.clone()));
         let resolver = GuardResolver::new(guard.clone(), resolver);
 
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_MEDIA));
-
-        let client = reqwest::Client::builder()
-            // A proxy would connect on our behalf to addresses the guard never saw.
-            .no_proxy()
-            // Names: the guard sees every answer, and reqwest connects only to it.
-            .dns_resolver(Arc::new(resolver.clone()))
-            // Literal hosts of redirect hops never reach the resolver: check them here.
-            .redirect(redirect_policy(guard.clone()))
-            // A retry would be a second, unaccounted connection; one attempt only.
-            .retry(reqwest::retry::never())
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
-            // Do not tell one upstream where we came from on another.
-            .referer(false)
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            // Decoded before we count bytes, so the limit applies to what is sniffed
-            // and a compression bomb stops at `max_bytes` (DESIGN §5).
-            .gzip(true)
-            .brotli(true)
-            .deflate(true)
-            .zstd(true)
-            .build()
-            .map_err(|e| FetchError::Client(error_chain(&e)))?;
+        // Names: the guard sees every answer, and the connector connects only to it.
+        // IP literals never reach a resolver: `fetch` checks them, at every hop.
+        let mut http = HttpConnector::new_with_resolver(resolver.clone());
+        // `https` URLs are this connector's too: the TLS layer below wraps it.
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|e| FetchError::Client(format!("TLS roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        // No proxy (it would connect on our behalf to addresses the guard never saw),
+        // no cookie store, no Referer: this client has none of them to begin with.
+        // The body is decoded before we count it, so the limit applies to what is
+        // sniffed and a compression bomb stops at `max_bytes` (DESIGN §5).
+        let client = Decompression::new(Client::builder(TokioExecutor::new()).build(tls));
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -249,8 +258,8 @@ impl Fetcher {
     /// `max_bytes`. Never a partial body: a cut or stalled upstream is an error.
     pub async fn fetch(&self, url: &Url, max_bytes: u64) -> Result<Fetched, FetchError> {
         let started = Instant::now();
-        // reqwest's own timeout covers the response too, but this outer bound is the
-        // one we can see: the whole fetch, body included, ends by `timeout`.
+        // The one bound on the whole fetch: connect, every hop, headers and the body to
+        // its last byte end by `timeout`.
         let result =
             match tokio::time::timeout(self.inner.cfg.timeout, self.fetch_inner(url, max_bytes))
                 .await
@@ -272,40 +281,57 @@ impl Fetcher {
 
     async fn fetch_inner(&self, url: &Url, max_bytes: u64) -> Result<Fetched, FetchError> {
         check_scheme(url)?;
-        // The known trap (DESIGN §5): reqwest connects to an IP literal without asking
-        // the resolver, so the first URL's literal host is judged here.
+        // The known trap (DESIGN §5): the connector connects to an IP literal without
+        // asking the resolver, so the literal host is judged here, at every hop.
         self.inner.guard.check_url_host(url)?;
-
         let mut url = url.clone();
-        // reqwest turns userinfo into an Authorization header; never forward it.
+        // Userinfo would become an `Authorization` header somewhere; never forward it.
         // Both setters fail only for cannot-be-a-base URLs, which http(s) never are.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        if !url.username().is_empty() || url.password().is_some() {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
         url.set_fragment(None);
 
-        let resp = self.inner.client.get(url).send().await.map_err(map_error)?;
+        let mut hops = 0;
+        let resp = loop {
+            let resp = self.send(&url).await?;
+            if !is_redirect(resp.status()) {
+                break resp;
+            }
+            // A redirect without a target is an answer like any other non-2xx.
+            let Some(location) = resp.headers().get(LOCATION) else {
+                break resp;
+            };
+            if hops == MAX_REDIRECTS {
+                return Err(FetchError::TooManyRedirects);
+            }
+            hops += 1;
+            url = self.next_hop(&url, location)?;
+            // Dropping `resp` closes or frees its connection without our reading the
+            // (normally empty) body.
+        };
 
         let status = resp.status();
         if !status.is_success() {
-            // Dropping the response closes the connection without reading the body.
             return Err(FetchError::Status {
                 status: status.as_u16(),
             });
         }
-
-        let final_url = resp.url().clone();
         let upstream_content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-
-        // reqwest removes Content-Encoding (and Content-Length) for encodings it
-        // decodes; a length left beside an encoding is the encoded size, not ours.
+        // The decoder removes Content-Encoding (and Content-Length) for the encodings
+        // it decodes; a length left beside an encoding is the encoded size, not ours.
         let announced = if resp.headers().contains_key(CONTENT_ENCODING) {
             None
         } else {
-            resp.content_length()
+            resp.headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
         };
         if let Some(len) = announced
             && len > max_bytes
@@ -317,10 +343,14 @@ impl Fetcher {
         // joined once at the end: a body that arrived in one read is served as it is.
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut got: u64 = 0;
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| cut_short(got as usize, &error_chain(&*e)))?;
+            // Trailers carry no bytes of the body.
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
             // Fits: `got` never passes `max_bytes`, and every chunk is in memory.
-            let chunk = chunk.map_err(|e| body_error(&e, got as usize))?;
             got = got.saturating_add(chunk.len() as u64);
             if got > max_bytes {
                 return Err(FetchError::TooLarge { limit: max_bytes });
@@ -347,11 +377,72 @@ impl Fetcher {
 
         Ok(Fetched {
             bytes: body,
-            final_url,
+            final_url: url,
             upstream_content_type,
             elapsed: Duration::ZERO,
         })
     }
+
+    /// One GET of `url` (already judged by the guard), up to its response head.
+    async fn send(
+        &self,
+        url: &Url,
+    ) -> Result<
+        http::Response<tower_http::decompression::DecompressionBody<hyper::body::Incoming>>,
+        FetchError,
+    > {
+        // `Url` serializes percent-encoded, so a URL the url crate accepts is a `Uri`
+        // too; one that is not is our bug, not the upstream's.
+        let uri = Uri::try_from(url.as_str())
+            .map_err(|e| FetchError::Client(format!("{url} is not a request URI: {e}")))?;
+        let req = Request::get(uri)
+            .header(ACCEPT, HeaderValue::from_static(ACCEPT_MEDIA))
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
+            .body(Empty::new())
+            .map_err(|e| FetchError::Client(e.to_string()))?;
+        // `Decompression` is `Clone` over the pooled client: the clone shares the pool.
+        let mut client = self.inner.client.clone();
+        let ready = client.ready().await.map_err(map_error)?;
+        ready.call(req).await.map_err(map_error)
+    }
+
+    /// The URL a redirect points to, once it has passed every rule a first URL must
+    /// pass, and a few of its own (DESIGN §5).
+    fn next_hop(&self, from: &Url, location: &HeaderValue) -> Result<Url, FetchError> {
+        let bad = |why: String| FetchError::Unreachable {
+            detail: format!("bad redirect: {why}"),
+        };
+        let location = location
+            .to_str()
+            .map_err(|_| bad("Location is not text".into()))?;
+        let mut next = from
+            .join(location)
+            .map_err(|e| bad(format!("Location {location:?}: {e}")))?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(Refused::new(&next, "redirect to a non-http(s) scheme").into());
+        }
+        if !next.username().is_empty() || next.password().is_some() {
+            return Err(
+                Refused::new(next.host_str().unwrap_or(""), "credentials in redirect").into(),
+            );
+        }
+        self.inner.guard.check_url_host(&next)?;
+        next.set_fragment(None);
+        Ok(next)
+    }
+}
+
+/// The statuses a browser follows with a GET (RFC 9110 §15.4); 300, 304 and 305 are
+/// answers, not redirects.
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::MOVED_PERMANENTLY
+            | StatusCode::FOUND
+            | StatusCode::SEE_OTHER
+            | StatusCode::TEMPORARY_REDIRECT
+            | StatusCode::PERMANENT_REDIRECT
+    )
 }
 
 fn check_scheme(url: &Url) -> Result<(), FetchError> {
@@ -359,30 +450,6 @@ fn check_scheme(url: &Url) -> Result<(), FetchError> {
         "http" | "https" => Ok(()),
         _ => Err(Refused::new(url, "only http and https upstreams").into()),
     }
-}
-
-/// The redirect policy: at most [`MAX_REDIRECTS`] hops, http(s) only, no credentials,
-/// and every literal-IP hop judged by the guard before reqwest may connect to it.
-/// Named hops go through the guard resolver when connected.
-fn redirect_policy(guard: Arc<Guard>) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(RedirectLimit);
-        }
-        let next = attempt.url();
-        if !matches!(next.scheme(), "http" | "https") {
-            let refused = Refused::new(next, "redirect to a non-http(s) scheme");
-            return attempt.error(refused);
-        }
-        if !next.username().is_empty() || next.password().is_some() {
-            let refused = Refused::new(next.host_str().unwrap_or(""), "credentials in redirect");
-            return attempt.error(refused);
-        }
-        match guard.check_url_host(next) {
-            Ok(_) => attempt.follow(),
-            Err(refused) => attempt.error(refused),
-        }
-    })
 }
 
 /// Finds an error of type `T` anywhere in `err`'s source chain, looking inside
@@ -420,38 +487,29 @@ fn error_chain(err: &(dyn StdError + 'static)) -> String {
     out
 }
 
-fn map_error(err: reqwest::Error) -> FetchError {
-    // Our own markers first: a refusal wrapped in a connect or redirect error is
-    // still a refusal, and must not read as "unreachable".
-    if let Some(refused) = find_in_chain::<Refused>(&err) {
+fn map_error(err: hyper_util::client::legacy::Error) -> FetchError {
+    let connect = err.is_connect();
+    let err: &(dyn StdError + 'static) = &err;
+    // Our own marker first: a refusal wrapped in a connect error is still a refusal,
+    // and must not read as "unreachable".
+    if let Some(refused) = find_in_chain::<Refused>(err) {
         return refused.clone().into();
     }
-    if find_in_chain::<RedirectLimit>(&err).is_some() {
-        return FetchError::TooManyRedirects;
-    }
-    if err.is_timeout() {
+    // `connect_timeout` ends a connect with an I/O timeout; the whole-fetch bound is
+    // `fetch`'s own and never reaches here.
+    if find_in_chain::<std::io::Error>(err)
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    {
         return FetchError::Timeout;
     }
-    if err.is_builder() {
-        return FetchError::Client(error_chain(&err));
-    }
-    let what = if err.is_connect() {
+    let what = if connect {
         "connect failed"
-    } else if err.is_redirect() {
-        "bad redirect"
     } else {
         "request failed"
     };
     FetchError::Unreachable {
-        detail: format!("{what}: {}", error_chain(&err)),
+        detail: format!("{what}: {}", error_chain(err)),
     }
-}
-
-fn body_error(err: &reqwest::Error, got: usize) -> FetchError {
-    if err.is_timeout() {
-        return FetchError::Timeout;
-    }
-    cut_short(got, &error_chain(err))
 }
 
 fn cut_short(got: usize, why: &str) -> FetchError {
