@@ -9,9 +9,9 @@
 //!
 //! Why not reqwest: it is built from these same crates, and its own layers above them
 //! (URL re-parsing, a redirect and timeout stack, response wrapping) cost a cold
-//! `/m/` answer more user-space CPU than the whole of nginx's proxying (README,
-//! "Performance"). What reqwest gave on top is small and lives here: the redirect
-//! loop with the guard at every hop, and the error mapping.
+//! `/m/` answer about a tenth of its CPU (README, "Performance"). What reqwest gave on
+//! top is small and lives here: the redirect loop with the guard at every hop, and
+//! the error mapping.
 //!
 //! Deliberately does not: judge the bytes. `fetch` never decides whether bytes are
 //! acceptable (type, size policy, conversion); `policy` does, after `sniff`. The
