@@ -34,7 +34,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use tower::{Service, ServiceExt};
 use tower_http::decompression::Decompression;
@@ -189,7 +189,14 @@ impl Fetcher {
         // no cookie store, no Referer: this client has none of them to begin with.
         // The body is decoded before we count it, so the limit applies to what is
         // sniffed and a compression bomb stops at `max_bytes` (DESIGN §5).
-        let client = Decompression::new(Client::builder(TokioExecutor::new()).build(tls));
+        let client = Decompression::new(
+            Client::builder(TokioExecutor::new())
+                // The pool closes connections idle past its timeout (90 s) on this timer,
+                // as reqwest's pool did; without one they wait for their next checkout.
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(tls),
+        );
 
         Ok(Self {
             inner: Arc::new(Inner {
