@@ -36,8 +36,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
-use tower::{Service, ServiceExt};
-use tower_http::decompression::Decompression;
+use tower::ServiceExt;
+use tower_http::decompression::{Decompression, DecompressionBody};
 use url::Url;
 
 pub use guard::{Guard, GuardResolver, HostCheck, NameLookup, Refused, SystemLookup, classify};
@@ -130,9 +130,9 @@ impl From<Refused> for FetchError {
     }
 }
 
-/// The client: hyper's pool over guarded DNS and rustls, bodies decoded by tower-http
-/// (which also sends `Accept-Encoding` for what it can decode).
-type HttpClient = Decompression<Client<HttpsConnector<HttpConnector<GuardResolver>>, Empty<Bytes>>>;
+/// The client: hyper's pool over guarded DNS and rustls. `send` wraps it in tower-http's
+/// decoder per request.
+type HttpClient = Client<HttpsConnector<HttpConnector<GuardResolver>>, Empty<Bytes>>;
 
 /// The upstream fetcher. Cheap to clone: the client and guard sit behind `Arc`s.
 #[derive(Debug, Clone)]
@@ -187,16 +187,12 @@ impl Fetcher {
             .wrap_connector(http);
         // No proxy (it would connect on our behalf to addresses the guard never saw),
         // no cookie store, no Referer: this client has none of them to begin with.
-        // The body is decoded before we count it, so the limit applies to what is
-        // sniffed and a compression bomb stops at `max_bytes` (DESIGN §5).
-        let client = Decompression::new(
-            Client::builder(TokioExecutor::new())
-                // The pool closes connections idle past its timeout (90 s) on this timer,
-                // as reqwest's pool did; without one they wait for their next checkout.
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(tls),
-        );
+        let client = Client::builder(TokioExecutor::new())
+            // The pool closes connections idle past its timeout (90 s) on this timer, as
+            // reqwest's pool did; without one they wait for their next checkout.
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(tls);
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -394,10 +390,7 @@ impl Fetcher {
     async fn send(
         &self,
         url: &Url,
-    ) -> Result<
-        http::Response<tower_http::decompression::DecompressionBody<hyper::body::Incoming>>,
-        FetchError,
-    > {
+    ) -> Result<http::Response<DecompressionBody<hyper::body::Incoming>>, FetchError> {
         // `Url` serializes percent-encoded, so a URL the url crate accepts is a `Uri`
         // too; one that is not is our bug, not the upstream's.
         let uri = Uri::try_from(url.as_str())
@@ -407,10 +400,14 @@ impl Fetcher {
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
             .body(Empty::new())
             .map_err(|e| FetchError::Client(e.to_string()))?;
-        // `Decompression` is `Clone` over the pooled client: the clone shares the pool.
-        let mut client = self.inner.client.clone();
-        let ready = client.ready().await.map_err(map_error)?;
-        ready.call(req).await.map_err(map_error)
+        // The body is decoded before we count it, so the limit applies to what is
+        // sniffed and a compression bomb stops at `max_bytes` (DESIGN §5); the decoder
+        // also sends `Accept-Encoding` for what it decodes. It wraps a borrow: the
+        // client already clones itself into each request's future, once is enough.
+        Decompression::new(&self.inner.client)
+            .oneshot(req)
+            .await
+            .map_err(map_error)
     }
 
     /// The URL a redirect points to, once it has passed every rule a first URL must
