@@ -2,7 +2,8 @@
 //! SSRF guard.
 //!
 //! Owns: the client and its settings (no proxy, no cookies, no credentials, bounded
-//! time; TLS by rustls with the platform's roots; bodies decoded by tower-http), the
+//! time; TLS by rustls with the platform's roots; bodies decoded by tower-http;
+//! upstream sockets that acknowledge each read at once, `quickack`), the
 //! redirect loop, the guard's three checkpoints (the literal host of the first URL,
 //! every redirect hop, every DNS answer), the creation-time check, the byte limit,
 //! and the mapping of every failure to one [`FetchError`].
@@ -20,6 +21,7 @@
 //! partial one.
 
 pub mod guard;
+mod quickack;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use tower_http::decompression::{Decompression, DecompressionBody};
 use url::Url;
 
 pub use guard::{Guard, GuardResolver, HostCheck, NameLookup, Refused, SystemLookup, classify};
+use quickack::QuickAckConnector;
 
 /// At most this many redirect hops are followed (DESIGN §5); the sixth is refused.
 pub const MAX_REDIRECTS: usize = 5;
@@ -132,7 +135,7 @@ impl From<Refused> for FetchError {
 
 /// The client: hyper's pool over guarded DNS and rustls. `send` wraps it in tower-http's
 /// decoder per request.
-type HttpClient = Client<HttpsConnector<HttpConnector<GuardResolver>>, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<QuickAckConnector>, Empty<Bytes>>;
 
 /// The upstream fetcher. Cheap to clone: the client and guard sit behind `Arc`s.
 #[derive(Debug, Clone)]
@@ -184,7 +187,7 @@ impl Fetcher {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(QuickAckConnector(http));
         // No proxy (it would connect on our behalf to addresses the guard never saw),
         // no cookie store, no Referer: this client has none of them to begin with.
         let client = Client::builder(TokioExecutor::new())
