@@ -3,7 +3,7 @@
 //!
 //! Owns: the client and its settings (no proxy, no cookies, no credentials, bounded
 //! time; TLS by rustls with the platform's roots; bodies decoded by tower-http;
-//! upstream sockets that acknowledge each read at once, `quickack`), the
+//! upstream sockets that acknowledge without delay, `quickack`), the
 //! redirect loop, the guard's three checkpoints (the literal host of the first URL,
 //! every redirect hop, every DNS answer), the creation-time check, the byte limit,
 //! and the mapping of every failure to one [`FetchError`].
