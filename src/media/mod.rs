@@ -160,6 +160,16 @@ async fn lookup(state: &SharedState, id: &LinkId) -> Result<(Arc<Media>, Source)
     if let Some(hit) = state.cache.get(id).await {
         return Ok((hit, Source::Cache));
     }
+    // A miss holds a store read, a fetch through hyper's client and a conversion in
+    // its future: kilobytes, which every request's future would carry (and which
+    // axum and hyper copy as they move it) if they sat inline. Boxed, only a miss
+    // allocates them.
+    Box::pin(miss(state, id)).await
+}
+
+/// [`lookup`] past the cache: the store, then one verified load for all concurrent
+/// requests of the id.
+async fn miss(state: &SharedState, id: &LinkId) -> Result<(Arc<Media>, Source), (Problem, bool)> {
     let record = match state.links.get(id).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err((Problem::not_found(), false)),
