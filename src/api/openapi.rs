@@ -52,6 +52,79 @@ pub enum CreateAnswer {
     Many(Vec<BatchItem>),
 }
 
+/// The body of `POST /api/v1/send` (DESIGN §9), one shape per kind: image and audio
+/// need the media's `url`, text needs a non-blank `text`. The handler parses
+/// `sender::SendRequest` and refuses what these shapes leave out with a 400 problem;
+/// stating the shapes lets a client (or the fuzzer) build a body that is accepted.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SendBody {
+    Media(SendMedia),
+    Text(SendText),
+}
+
+/// A phone number with its country code (digits, spaces, `( ) - .` and one leading
+/// `+`; 10 to 15 digits, the first not 0) or a person jid `<digits>@s.whatsapp.net`.
+/// The pattern is what `sender::jid::normalize` accepts (a test keeps them equal),
+/// spaces around it aside.
+#[derive(Serialize, ToSchema)]
+#[schema(
+    pattern = r"^[ \t\r\n]*(?:\+?[ ().-]*[1-9](?:[ ().-]*[0-9]){9,14}[ ().-]*|[1-9][0-9]{9,14}@[sS]\.[wW][hH][aA][tT][sS][aA][pP][pP]\.[nN][eE][tT])[ \t\r\n]*$",
+    example = "+7 701 570 55 55"
+)]
+pub struct Phone(String);
+
+/// An image or a voice note (`audio`, or its alias `voice`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMedia {
+    to: Phone,
+    kind: MediaSendKind,
+    /// The media's absolute http(s) URL; medialink verifies it and sends its own
+    /// short link.
+    #[schema(min_length = 1, example = "https://cdn.example.com/photo.jpg")]
+    url: String,
+    /// The image's caption, also sent after the link in the fallback text.
+    caption: Option<String>,
+    /// Ignored for image and audio.
+    text: Option<String>,
+    /// When the gateway does not deliver the media, send its short link as text.
+    #[serde(default)]
+    fallback_text: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaSendKind {
+    Image,
+    Audio,
+    Voice,
+}
+
+/// A text message.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendText {
+    to: Phone,
+    kind: TextSendKind,
+    /// The message; not blank.
+    #[schema(pattern = r"\S", example = "Hello!")]
+    text: String,
+    /// Ignored for text.
+    url: Option<String>,
+    /// Ignored for text.
+    caption: Option<String>,
+    /// Ignored for text.
+    #[serde(default)]
+    fallback_text: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TextSendKind {
+    Text,
+}
+
 /// `{"status": "ok"}` or `{"status": "ready"}`.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -88,7 +161,7 @@ impl Modify for Bearer {
         crate::api::healthz,
         crate::api::readyz,
     ),
-    components(schemas(ProblemDoc, CreateBody, CreateAnswer, BatchItem, Health)),
+    components(schemas(ProblemDoc, CreateBody, CreateAnswer, BatchItem, Health, SendBody)),
     modifiers(&Bearer),
     tags(
         (name = "links", description = "Short links and their delivery traces"),
@@ -115,6 +188,95 @@ pub async fn document() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `Phone`'s pattern as the document states it, compiled.
+    fn phone_pattern() -> regex::Regex {
+        let v: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap();
+        let pattern = v["components"]["schemas"]["Phone"]["pattern"]
+            .as_str()
+            .expect("Phone has a pattern");
+        regex::Regex::new(pattern).unwrap()
+    }
+
+    proptest! {
+        /// The document's pattern and `normalize` accept the same strings, so the
+        /// document neither promises numbers the API refuses nor hides ones it takes.
+        #[test]
+        fn the_phone_pattern_agrees_with_normalize(to in prop_oneof![
+            // Digit counts either side of 10 and 15, with and without separators.
+            r"[ \t]{0,2}\+?[0-9]{8,17}[ \t]{0,2}",
+            r"\+?[ (]{0,2}[0-9]([ ().-]{0,2}[0-9]){7,16}[ )]{0,2}",
+            r"[0-9]{8,17}@(s|S)\.(whatsapp|WhatsApp|WHATSAPP|whatsap)\.(net|NET|com)",
+            r"[ 0-9()+.@a-zA-Z*-]{0,20}",
+        ]) {
+            let documented = phone_pattern().is_match(&to);
+            prop_assert_eq!(documented, crate::sender::normalize(&to).is_ok(), "{:?}", to);
+        }
+    }
+
+    #[test]
+    fn the_phone_pattern_takes_the_documented_spellings() {
+        let re = phone_pattern();
+        for ok in [
+            "+7 (701) 570-55-55",
+            "8 701 570 55 55",
+            "77015705555@S.WhatsApp.Net",
+        ] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "+0 701 570 55 55",
+            "7701557",
+            "7701 570 55 55 55 555",
+            "+7 701 abc",
+        ] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+    }
+
+    /// A body of each documented shape parses as the handler's own type (the same
+    /// field and kind names), and each shape requires what its kind needs.
+    #[test]
+    fn each_send_shape_is_a_body_the_handler_takes() {
+        let v: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap();
+        let body = &v["paths"]["/api/v1/send"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(body["$ref"], "#/components/schemas/SendBody");
+        let schemas = &v["components"]["schemas"];
+        assert_eq!(
+            schemas["SendBody"]["oneOf"].as_array().map(Vec::len),
+            Some(2)
+        );
+        let required = |name: &str| -> Vec<String> {
+            serde_json::from_value(schemas[name]["required"].clone()).unwrap()
+        };
+        assert_eq!(required("SendMedia"), ["to", "kind", "url"]);
+        assert_eq!(required("SendText"), ["to", "kind", "text"]);
+        for shape in [
+            SendBody::Media(SendMedia {
+                to: Phone("+7 701 570 55 55".into()),
+                kind: MediaSendKind::Voice,
+                url: "https://cdn.example.com/a.ogg".into(),
+                caption: None,
+                text: None,
+                fallback_text: true,
+            }),
+            SendBody::Text(SendText {
+                to: Phone("77015705555@s.whatsapp.net".into()),
+                kind: TextSendKind::Text,
+                text: "Hello!".into(),
+                url: None,
+                caption: None,
+                fallback_text: false,
+            }),
+        ] {
+            let json = serde_json::to_string(&shape).unwrap();
+            let req: crate::sender::SendRequest = serde_json::from_str(&json).unwrap();
+            assert!(crate::sender::normalize(&req.to).is_ok(), "{json}");
+        }
+    }
 
     #[test]
     fn the_document_is_openapi_3_1_and_names_every_route() {

@@ -64,7 +64,7 @@ impl From<SendError> for Problem {
 /// Shortens (verified) and delivers through the gateway; one outcome back.
 #[utoipa::path(
     post, path = "/api/v1/send", tag = "send",
-    request_body = SendRequest,
+    request_body = crate::api::openapi::SendBody,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Delivered (as asked, or as the text fallback)", body = crate::sender::Outcome),
