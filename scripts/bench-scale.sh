@@ -55,7 +55,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 small_c=$(median "${sc[@]}"); small_g=$(median "${sg[@]}"); small_u=$(median "${su[@]}")
 large_c=$(median "${lc[@]}"); large_g=$(median "${lg[@]}"); large_u=$(median "${lu[@]}")
-links=$(python3 -c "import sqlite3; print(sqlite3.connect('file:$RUN/large/medialink.db?mode=ro', uri=True).execute('select (select count(*) from links) + (select count(*) from links_log)').fetchone()[0])")
+links=$(python3 -c "import sqlite3; print(sqlite3.connect('file:$RUN/large/medialink.db?mode=ro', uri=True).execute('select count(*) from links').fetchone()[0])")
 bytes=$(du -cb "$RUN"/large/medialink.db* | tail -1 | cut -f1)
 
 say "start-up on the large store"

@@ -1,6 +1,6 @@
-//! The SQLite store's link log: links appended to `links_log` and links merged into
-//! `links` read, list, change and delete alike, across merges, restarts and the
-//! migration from the schema that had no log.
+//! The SQLite store's link log: logged links (rows of `links` whose ids are not yet in
+//! `link_ids`) and merged ones read, list, change and delete alike, across merges,
+//! restarts and the migrations from the schemas that had no log and a log table.
 
 use std::path::Path;
 
@@ -54,14 +54,15 @@ async fn settle(store: &SqliteStore, key: &IdKey) {
     }
 }
 
-/// (rows in links_log, rows in links), read beside the store.
+/// (links in the log, merged links), read beside the store.
 fn rows(db: &Path) -> (i64, i64) {
     let c = rusqlite::Connection::open(db).unwrap();
-    let n = |t: &str| {
+    let n = |t: &str| -> i64 {
         c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
             .unwrap()
     };
-    (n("links_log"), n("links"))
+    let merged = n("link_ids");
+    (n("links") - merged, merged)
 }
 
 fn sorted(mut v: Vec<LinkRecord>) -> Vec<LinkRecord> {
@@ -303,7 +304,7 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     store.close().await;
 }
 
@@ -451,5 +452,184 @@ async fn an_array_with_a_failing_item_stores_none_of_it() {
     let again = created(store.put_if_absent(vec![before, after]).await.unwrap());
     assert_eq!(again.len(), 2);
     assert_eq!(all(&store, 100).await.len(), 15);
+    store.close().await;
+}
+
+/// A link whose row had the largest rowid is deleted after its id was merged: the next
+/// new link must not take that rowid again (SQLite's own choice would), or it would sit
+/// where neither the log nor `link_ids` looks and be lost at the next start.
+#[tokio::test]
+async fn a_new_link_after_deleting_the_last_merged_one_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let store = SqliteStore::open_with_log_limit(&db, None, 2)
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+    let made = created(
+        store
+            .put_if_absent(vec![link(&key, 1), link(&key, 2)])
+            .await
+            .unwrap(),
+    );
+    settle_on(&store, &key, 1).await;
+    assert_eq!(rows(&db), (0, 2));
+    assert!(store.delete(&made[1].id).await.unwrap());
+    store.close().await;
+
+    let store = SqliteStore::open_with_log_limit(&db, None, 100)
+        .await
+        .unwrap();
+    let new = created(store.put_if_absent(vec![link(&key, 3)]).await.unwrap());
+    store.close().await;
+
+    let store = SqliteStore::open(&db, None).await.unwrap();
+    assert_eq!(store.get(&new[0].id).await.unwrap().as_ref(), Some(&new[0]));
+    assert_eq!(
+        store.get(&made[0].id).await.unwrap().as_ref(),
+        Some(&made[0])
+    );
+    assert_eq!(store.get(&made[1].id).await.unwrap(), None);
+    assert_eq!(rows(&db), (1, 1));
+    store.close().await;
+}
+
+/// `settle` with another stored link.
+async fn settle_on(store: &SqliteStore, key: &IdKey, i: usize) {
+    match &store.put_if_absent(vec![link(key, i)]).await.unwrap()[0] {
+        Put::Existing(_) => {}
+        other => panic!("link {i} should be stored, got {other:?}"),
+    }
+}
+
+/// A store as the fourth migration left it, with links in `links` and in the log table
+/// `links_log`, is migrated to rows written once: every link reads back whole, from
+/// the log (its rows moved past `merged_rowid`) or through `link_ids`, and merges on.
+#[tokio::test]
+async fn a_store_with_a_log_table_is_migrated_with_its_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v4.db");
+    let key = IdKey::from_bytes([7; 32]);
+    let links: Vec<NewLink> = (0..40).map(|i| link(&key, i)).collect();
+    let first_id = |l: &NewLink| match &l.plan {
+        IdPlan::Derived(f) => f.candidates().next().unwrap(),
+        IdPlan::Exact(id) => id.clone(),
+    };
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let table = |name: &str| {
+            format!(
+                "CREATE TABLE {name} (
+                     id TEXT NOT NULL, url TEXT NOT NULL, kind TEXT NOT NULL,
+                     created_at INTEGER NOT NULL, expires_at INTEGER, convert INTEGER,
+                     content_type TEXT, bytes INTEGER, converted_from TEXT, blob TEXT
+                 );"
+            )
+        };
+        c.execute_batch(&format!(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE link_events (
+                 id TEXT PRIMARY KEY, ring TEXT NOT NULL,
+                 fetches INTEGER NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
+                 upstream_fetches INTEGER NOT NULL DEFAULT 0, fetch_errors INTEGER NOT NULL DEFAULT 0,
+                 bytes_served INTEGER NOT NULL DEFAULT 0, gateway_fetches INTEGER NOT NULL DEFAULT 0,
+                 preview_fetches INTEGER NOT NULL DEFAULT 0, sends INTEGER NOT NULL DEFAULT 0,
+                 sends_delivered INTEGER NOT NULL DEFAULT 0, last_fetch TEXT, last_send TEXT,
+                 updated_at INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             {}
+             CREATE UNIQUE INDEX links_id ON links (id);
+             CREATE INDEX links_blob ON links (blob) WHERE blob IS NOT NULL;
+             CREATE INDEX links_expires ON links (expires_at) WHERE expires_at IS NOT NULL;
+             CREATE INDEX links_created ON links (created_at);
+             {}
+             CREATE INDEX links_log_blob ON links_log (blob) WHERE blob IS NOT NULL;
+             CREATE INDEX links_log_expires ON links_log (expires_at) WHERE expires_at IS NOT NULL;
+             CREATE INDEX links_log_created ON links_log (created_at);
+             PRAGMA user_version = 4;",
+            table("links"),
+            table("links_log"),
+        ))
+        .unwrap();
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('id_key', ?1)",
+            [key.to_hex()],
+        )
+        .unwrap();
+        // 30 merged (inserted in id order, as a merge did), 10 in the log.
+        let mut merged: Vec<&NewLink> = links[..30].iter().collect();
+        merged.sort_by_key(|l| first_id(l));
+        for (table, part) in [
+            ("links", merged),
+            ("links_log", links[30..].iter().collect()),
+        ] {
+            for l in part {
+                c.execute(
+                    &format!(
+                        "INSERT INTO {table} (id, url, kind, created_at, expires_at, blob)
+                         VALUES (?1, ?2, 'image', ?3, ?4, ?5)"
+                    ),
+                    rusqlite::params![
+                        first_id(l).as_str(),
+                        l.url.as_str(),
+                        l.created_at,
+                        l.expires_at,
+                        l.blob
+                    ],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    let store = SqliteStore::open_with_log_limit(&db, None, 12)
+        .await
+        .unwrap();
+    assert_eq!(rows(&db), (10, 30));
+    let listed = all(&store, 7).await;
+    assert_eq!(listed.len(), 40);
+    for l in &links {
+        let r = store.get(&first_id(l)).await.unwrap().expect("migrated");
+        assert_eq!(
+            (&r.url, r.created_at, r.expires_at, &r.blob),
+            (&l.url, l.created_at, l.expires_at, &l.blob)
+        );
+        match &store.put_if_absent(vec![l.clone()]).await.unwrap()[0] {
+            Put::Existing(r) => assert_eq!(&r.url, &l.url),
+            other => panic!("a migrated link should be found, got {other:?}"),
+        }
+    }
+    assert_eq!(store.blob_refs(&"ab".repeat(32)).await.unwrap(), 8);
+    assert_eq!(store.expired(i64::MAX, 100).await.unwrap().len(), 10);
+    // Two more fill the log past its limit of 12: all 42 ids are merged.
+    created(
+        store
+            .put_if_absent(vec![link(&key, 40), link(&key, 41)])
+            .await
+            .unwrap(),
+    );
+    settle_on(&store, &key, 41).await;
+    assert_eq!(rows(&db), (0, 42));
+    store.close().await;
+
+    let store = SqliteStore::open(&db, None).await.unwrap();
+    assert_eq!(all(&store, 100).await.len(), 42);
+    for l in &links {
+        assert!(store.get(&first_id(l)).await.unwrap().is_some());
+    }
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    let tables: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('links_log', 'links_id')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the log table and the id index are gone");
     store.close().await;
 }

@@ -1,11 +1,11 @@
-//! Fingerprints of the ids in SQLite's `links` table, so the writer can tell that a
+//! Fingerprints of the merged ids (SQLite's `link_ids`), so the writer can tell that a
 //! new link's id is free without a B-tree descent: that descent was 17% of the
 //! server's CPU on arrays of 1,000 new links.
 //!
 //! A fingerprint is 32 bits of the id's XXH3 hash, kept in a hash set. Absent
 //! means absent for sure; present may be another id with the same fingerprint (about 1
 //! in 4,300 at a million links) or a deleted link, and then the writer looks in the
-//! table as before. So the set must hold every id of `links` and may hold more.
+//! table as before. So the set must hold every id of `link_ids` and may hold more.
 //!
 //! The set is built from the table on a thread of its own at start, so a large store
 //! starts as fast as before; until it is ready the writer does the table lookups, and
@@ -64,7 +64,7 @@ impl FromIterator<u32> for KnownIds {
 pub enum Known {
     Loading {
         from: Receiver<Result<KnownIds, String>>,
-        /// Fingerprints of ids merged into `links` since the read began; the read may
+        /// Fingerprints of ids merged into `link_ids` since the read began; the read may
         /// not see them.
         merged: Vec<u32>,
         cancel: Arc<AtomicBool>,
@@ -74,7 +74,7 @@ pub enum Known {
 }
 
 impl Known {
-    /// Starts reading the ids of `links` at `path` on a thread of its own. `ready` is
+    /// Starts reading the ids of `link_ids` at `path` on a thread of its own. `ready` is
     /// set once the writer has the set (tests wait for it).
     pub fn load(path: &Path) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -125,7 +125,7 @@ impl Known {
         matches!(self, Known::Ready(_))
     }
 
-    /// Records ids just moved into `links`.
+    /// Records ids just merged into `link_ids`.
     pub fn add(&mut self, fps: Vec<u32>) {
         match self {
             Known::Loading { merged, .. } => merged.extend(fps),
@@ -158,7 +158,7 @@ fn read_ids(path: &Path, stop: &AtomicBool) -> Result<KnownIds, rusqlite::Error>
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // One statement is one read transaction: one snapshot of the table.
-    let mut stmt = conn.prepare("SELECT id FROM links")?;
+    let mut stmt = conn.prepare("SELECT id FROM link_ids")?;
     let mut rows = stmt.query([])?;
     let mut known = KnownIds::default();
     let mut read = 0u64;

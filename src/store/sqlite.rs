@@ -6,13 +6,16 @@
 //! cost one fsync, not 64. Reads use a small pool of read-only connections, which WAL
 //! lets run beside the writer.
 //!
-//! New links are appended to `links_log`, a table in insertion order with no index on
-//! the id; the id-to-row map of that log lives in memory (`LogIndex`, rebuilt from the
-//! table at start). Ids are keyed hashes, so an id-keyed insert lands on a random
-//! page: a commit of 4,000 new links used to dirty about 4,000 pages (16 MB of WAL,
-//! written again at the checkpoint), where appending them dirties about 200. When the
-//! log holds `LOG_LIMIT` links the writer moves them into `links` in id order in one
-//! transaction, which touches each page of the id index at most once for the lot.
+//! New links are appended to `links`, a table in insertion order, and their ids do not
+//! go into `link_ids` (the id-to-rowid table) at once: the rows past `merged_rowid`
+//! (in `meta`) are the log, whose id-to-rowid map lives in memory (`LogIndex`, rebuilt
+//! from the table at start). Ids are keyed hashes, so an id-keyed insert lands on a
+//! random page: a commit of 4,000 new links used to dirty about 4,000 pages (16 MB of
+//! WAL, written again at the checkpoint), where appending them dirties about 200. When
+//! the log holds `LOG_LIMIT` links the writer merges their ids into `link_ids` in id
+//! order in one transaction, which touches each of its pages at most once for the lot.
+//! A row is written once: the merge moves ids, not rows (until migration 5 it copied
+//! every row from a log table into `links`, which made a merge 2.8 times as long).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -120,19 +123,52 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX links_log_blob ON links_log (blob) WHERE blob IS NOT NULL;
      CREATE INDEX links_log_expires ON links_log (expires_at) WHERE expires_at IS NOT NULL;
      CREATE INDEX links_log_created ON links_log (created_at);",
+    // Rows are written once: new links are appended to `links` itself, and a merge
+    // moves only their ids into `link_ids`, the id-to-rowid table that replaces the
+    // unique index on `links (id)`. Rows past `merged_rowid` (meta) are the log,
+    // whose ids the writer keeps in memory. The old log's rows join `links` past it.
+    "DROP INDEX links_id;
+     CREATE TABLE link_ids (id TEXT PRIMARY KEY, rid INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO link_ids (id, rid) SELECT id, rowid FROM links ORDER BY id;
+     INSERT OR REPLACE INTO meta (key, value)
+         VALUES ('merged_rowid', (SELECT ifnull(max(rowid), 0) FROM links));
+     INSERT INTO links (id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob)
+         SELECT id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob
+         FROM links_log ORDER BY rowid;
+     DROP TABLE links_log;",
 ];
 
-/// The ids of the links in `links_log` and their rowids. Only the writer changes it,
-/// and only after a commit, so an id found here names a durable row. Rowids are reused
-/// once a merge empties the log, so every read by rowid checks the id too.
+/// The ids of the links in the log (the rows of `links` past `merged_rowid`) and their
+/// rowids. Only the writer changes it, and only after a commit, so an id found here
+/// names a durable row. Every read by rowid checks the id too, so a stale entry (a
+/// store opened for reading keeps the map it loaded) finds nothing rather than another
+/// link.
 type LogIndex = Arc<RwLock<HashMap<Box<str>, i64>>>;
 
-fn load_log(conn: &Connection) -> Result<HashMap<Box<str>, i64>, StoreError> {
+/// The last rowid whose id is in `link_ids`: the log is every row past it.
+fn merged_rowid(conn: &Connection) -> Result<i64, StoreError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'merged_rowid'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    match v {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("merged_rowid is not a number: {v:?}"))),
+    }
+}
+
+fn load_log(conn: &Connection, merged: i64) -> Result<HashMap<Box<str>, i64>, StoreError> {
     let mut stmt = conn
-        .prepare("SELECT id, rowid FROM links_log")
+        .prepare("SELECT id, rowid FROM links WHERE rowid > ?1")
         .map_err(unavailable)?;
     let rows = stmt
-        .query_map([], |r| {
+        .query_map([merged], |r| {
             Ok((r.get::<_, String>(0)?.into_boxed_str(), r.get(1)?))
         })
         .map_err(unavailable)?;
@@ -316,7 +352,14 @@ impl SqliteStore {
             .map_err(unavailable)?;
         migrate(&mut conn)?;
         let key = load_or_create_key(&mut conn, id_key)?;
-        let log: LogIndex = Arc::new(RwLock::new(load_log(&conn)?));
+        let merged = merged_rowid(&conn)?;
+        let log: LogIndex = Arc::new(RwLock::new(load_log(&conn, merged)?));
+        // Rowids are given, not left to SQLite, which reuses the largest one once its
+        // row is deleted: a new row must never land at or below `merged_rowid`, where
+        // it would be neither in the log nor in `link_ids`.
+        let last: i64 = conn
+            .query_row("SELECT ifnull(max(rowid), 0) FROM links", [], |r| r.get(0))
+            .map_err(unavailable)?;
 
         let readers = (0..READERS)
             .map(|_| {
@@ -345,6 +388,8 @@ impl SqliteStore {
         let writer = Writer {
             log: Arc::clone(&log),
             log_limit,
+            merged,
+            next_rowid: std::cell::Cell::new(last.max(merged) + 1),
             // A store opened for reading never inserts: no need to read every id.
             known: if writes {
                 Known::load(&path)
@@ -506,6 +551,10 @@ impl Checkpointer {
 struct Writer {
     log: LogIndex,
     log_limit: usize,
+    /// `merged_rowid`: the rows past it are the log.
+    merged: i64,
+    /// The rowid the next new link gets; only ever grows.
+    next_rowid: std::cell::Cell<i64>,
     /// Fingerprints of the ids in `links` (see `known`).
     known: Known,
     known_ready: Arc<AtomicBool>,
@@ -613,19 +662,25 @@ impl Writer {
             .len()
     }
 
-    /// Moves every logged link into `links`, in id order so that neighbouring ids share
-    /// their index pages, and empties the log, in one transaction. Readers that looked an
-    /// id up in the log before the map is cleared find its row gone and fall back to
-    /// `links`, which already holds it.
+    /// Merges the ids of every logged link into `link_ids`, in id order so that
+    /// neighbouring ids share their pages, and moves `merged_rowid` past them, in one
+    /// transaction. The rows stay where they are, so a reader that found an id in the
+    /// log before the map is cleared still finds its row by rowid.
     fn merge_log(&mut self, conn: &mut Connection) -> Result<usize, rusqlite::Error> {
         let started = std::time::Instant::now();
+        let upto = self.next_rowid.get() - 1;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let moved = tx.execute(
-            &format!("INSERT INTO links ({COLUMNS}) SELECT {COLUMNS} FROM links_log ORDER BY id"),
-            [],
+            "INSERT INTO link_ids (id, rid)
+             SELECT id, rowid FROM links WHERE rowid > ?1 AND rowid <= ?2 ORDER BY id",
+            params![self.merged, upto],
         )?;
-        tx.execute("DELETE FROM links_log", [])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('merged_rowid', ?1)",
+            [upto.to_string()],
+        )?;
         tx.commit()?;
+        self.merged = upto;
         // Only this thread changes the map: read the moved ids under the shared lock,
         // and hold the exclusive one (which stops every reader of the log) only to
         // clear it, not while their fingerprints join a set of millions.
@@ -678,10 +733,13 @@ impl Writer {
             let d = match op {
                 Op::Put(links, reply) => {
                     // An array is all or nothing. Its only writes are rows appended to
-                    // the log, whose rowids `mine` holds, so a failed array deletes them
+                    // `links`, whose rowids `mine` holds, so a failed array deletes them
                     // again; a savepoint per array did the same by copying every page
                     // it touched into a sub-journal first (3-5% of the CPU on arrays).
-                    let mut mine = HashMap::default();
+                    let mut mine = Appends {
+                        rows: HashMap::default(),
+                        next_rowid: &self.next_rowid,
+                    };
                     let puts: Result<Vec<Put>, _> =
                         tx.prepare_cached(INSERT_LOG).and_then(|mut insert| {
                             // Prepared once per array: a cached statement is found by
@@ -695,14 +753,14 @@ impl Writer {
                         });
                     match puts {
                         Ok(puts) => {
-                            for (id, rowid) in mine {
+                            for (id, rowid) in mine.rows {
                                 staged.add(&id, rowid);
                             }
                             Done::Put(reply, puts)
                         }
                         Err(e) => {
-                            if let Err(undo) = mine.values().try_for_each(|rowid| {
-                                tx.execute("DELETE FROM links_log WHERE rowid = ?1", [rowid])
+                            if let Err(undo) = mine.rows.values().try_for_each(|rowid| {
+                                tx.execute("DELETE FROM links WHERE rowid = ?1", [rowid])
                                     .map(drop)
                             }) {
                                 // Cannot take the array back out: commit nothing.
@@ -718,10 +776,19 @@ impl Writer {
                         .execute("DELETE FROM link_events WHERE id = ?1", [id.as_str()])
                         .and_then(|_| match staged.find(log, id.as_str()) {
                             Some(rowid) => tx.execute(
-                                "DELETE FROM links_log WHERE rowid = ?1 AND id = ?2",
+                                "DELETE FROM links WHERE rowid = ?1 AND id = ?2",
                                 params![rowid, id.as_str()],
                             ),
-                            None => tx.execute("DELETE FROM links WHERE id = ?1", [id.as_str()]),
+                            None => tx
+                                .execute(
+                                    "DELETE FROM links WHERE rowid =
+                                         (SELECT rid FROM link_ids WHERE id = ?1)",
+                                    [id.as_str()],
+                                )
+                                .and_then(|n| {
+                                    tx.execute("DELETE FROM link_ids WHERE id = ?1", [id.as_str()])
+                                        .map(|_| n)
+                                }),
                         });
                     match deleted {
                         Ok(n) => {
@@ -737,12 +804,13 @@ impl Writer {
                     let (ct, bytes, from) = (&m.content_type, m.bytes as i64, &m.converted_from);
                     let updated = match staged.find(log, id.as_str()) {
                         Some(rowid) => tx.execute(
-                            "UPDATE links_log SET content_type = ?2, bytes = ?3, converted_from = ?4
+                            "UPDATE links SET content_type = ?2, bytes = ?3, converted_from = ?4
                              WHERE id = ?1 AND rowid = ?5",
                             params![id.as_str(), ct, bytes, from, rowid],
                         ),
                         None => tx.execute(
-                            "UPDATE links SET content_type = ?2, bytes = ?3, converted_from = ?4 WHERE id = ?1",
+                            "UPDATE links SET content_type = ?2, bytes = ?3, converted_from = ?4
+                             WHERE rowid = (SELECT rid FROM link_ids WHERE id = ?1)",
                             params![id.as_str(), ct, bytes, from],
                         ),
                     };
@@ -846,7 +914,7 @@ fn append_trace(
 ) -> Result<(), rusqlite::Error> {
     let exists = staged.find(log, id.as_str()).is_some()
         || tx
-            .prepare_cached("SELECT 1 FROM links WHERE id = ?1")?
+            .prepare_cached("SELECT 1 FROM link_ids WHERE id = ?1")?
             .exists([id.as_str()])?;
     if !exists {
         return Ok(());
@@ -892,15 +960,13 @@ fn append_trace(
     Ok(())
 }
 
-/// The columns of `links` and `links_log`, in the order `row_to_record` reads them.
+/// The columns of `links`, in the order `row_to_record` reads them.
 macro_rules! columns {
     () => {
         "id, url, kind, created_at, expires_at, convert, content_type, bytes, converted_from, blob"
     };
 }
-const COLUMNS: &str = columns!();
 const SELECT: &str = concat!("SELECT ", columns!(), " FROM links");
-const SELECT_LOG: &str = concat!("SELECT ", columns!(), " FROM links_log");
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> Result<LinkRecord, rusqlite::Error> {
     let bad = |i: usize, what: &str| {
@@ -931,9 +997,11 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> Result<LinkRecord, rusqlite::Error> {
     })
 }
 
+/// A merged link, found through `link_ids`.
 fn get_main(conn: &Connection, id: &str) -> Result<Option<LinkRecord>, rusqlite::Error> {
-    static BY_ID: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{SELECT} WHERE id = ?1"));
+    static BY_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("{SELECT} WHERE rowid = (SELECT rid FROM link_ids WHERE id = ?1)")
+    });
     conn.prepare_cached(&BY_ID)?
         .query_row([id], row_to_record)
         .optional()
@@ -945,14 +1013,14 @@ fn get_logged(
     id: &str,
 ) -> Result<Option<LinkRecord>, rusqlite::Error> {
     static BY_ROWID: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{SELECT_LOG} WHERE rowid = ?1 AND id = ?2"));
+        std::sync::LazyLock::new(|| format!("{SELECT} WHERE rowid = ?1 AND id = ?2"));
     conn.prepare_cached(&BY_ROWID)?
         .query_row(params![rowid, id], row_to_record)
         .optional()
 }
 
-/// A reader's lookup: the log first (its row may have just been merged away, then it
-/// is in `links`), then `links`.
+/// A reader's lookup: the log first (a logged row stays where it is when its id is
+/// merged), then `link_ids`.
 fn get_any(
     conn: &Connection,
     log: &LogIndex,
@@ -967,10 +1035,16 @@ fn get_any(
 }
 
 const INSERT_LOG: &str = concat!(
-    "INSERT INTO links_log (",
+    "INSERT INTO links (rowid, ",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
 );
+
+/// The rows one array has appended so far, and the rowid the next one gets.
+struct Appends<'a> {
+    rows: HashMap<Box<str>, i64>,
+    next_rowid: &'a std::cell::Cell<i64>,
+}
 
 fn put_one(
     conn: &Connection,
@@ -978,12 +1052,12 @@ fn put_one(
     log: &LogIndex,
     known: Option<&KnownIds>,
     staged: &Staged,
-    mine: &mut HashMap<Box<str>, i64>,
+    mine: &mut Appends<'_>,
     link: NewLink,
 ) -> Result<Put, rusqlite::Error> {
     let mut free = None;
     for id in link.plan.candidates() {
-        let logged = match mine.get(id.as_str()) {
+        let logged = match mine.rows.get(id.as_str()) {
             Some(&rowid) => Some(rowid),
             None => staged.find(log, id.as_str()),
         };
@@ -1014,7 +1088,9 @@ fn put_one(
     };
     // Free: a new link (the common case) is appended to the log.
     let m = link.media.as_ref();
-    let rowid = insert.insert(params![
+    let rowid = mine.next_rowid.get();
+    insert.execute(params![
+        rowid,
         id.as_str(),
         link.url.as_str(),
         link.kind.as_str(),
@@ -1026,7 +1102,8 @@ fn put_one(
         m.and_then(|m| m.converted_from.as_ref()),
         link.blob,
     ])?;
-    mine.insert(id.as_str().into(), rowid);
+    mine.next_rowid.set(rowid + 1);
+    mine.rows.insert(id.as_str().into(), rowid);
     Ok(Put::Created(link.into_record(id)))
 }
 
@@ -1060,7 +1137,8 @@ impl Store for SqliteStore {
         let log = Arc::clone(&self.log);
         self.read(move |c| {
             // The log's ids come from the map, taken before the read transaction
-            // starts: an id merged away since is then in `links` for that transaction.
+            // starts: an id merged since is then in `link_ids` for that transaction,
+            // and its row is where the map says.
             // Only the first `limit` of them are copied out: an export reads the
             // log's map once per page.
             let logged: Vec<(Box<str>, i64)> = {
@@ -1080,13 +1158,18 @@ impl Store for SqliteStore {
             };
             let tx = c.unchecked_transaction()?;
             let mut out: Vec<LinkRecord> = tx
-                .prepare_cached(&format!("{SELECT} WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+                .prepare_cached(&format!(
+                    "{SELECT} WHERE rowid IN
+                         (SELECT rid FROM link_ids WHERE id > ?1 ORDER BY id LIMIT ?2)"
+                ))?
                 .query_map(params![after, limit as i64], row_to_record)?
                 .collect::<Result<_, _>>()?;
             for (id, rowid) in logged {
                 out.extend(get_logged(&tx, rowid, &id)?);
             }
             out.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+            // An id merged between the map's copy and the read is found both ways.
+            out.dedup_by(|a, b| a.id == b.id);
             out.truncate(limit);
             Ok(out)
         })
@@ -1101,12 +1184,9 @@ impl Store for SqliteStore {
     async fn blob_refs(&self, blob: &str) -> Result<u64, StoreError> {
         let blob = blob.to_owned();
         self.read(move |c| {
-            c.query_row(
-                "SELECT (SELECT COUNT(*) FROM links WHERE blob = ?1)
-                      + (SELECT COUNT(*) FROM links_log WHERE blob = ?1)",
-                [blob],
-                |r| r.get::<_, i64>(0),
-            )
+            c.query_row("SELECT COUNT(*) FROM links WHERE blob = ?1", [blob], |r| {
+                r.get::<_, i64>(0)
+            })
         })
         .await
         .map(|n| n as u64)
@@ -1115,10 +1195,7 @@ impl Store for SqliteStore {
     async fn expired(&self, now: i64, limit: usize) -> Result<Vec<LinkRecord>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT * FROM ({SELECT} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)
-                 UNION ALL
-                 SELECT * FROM ({SELECT_LOG} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)
-                 ORDER BY expires_at LIMIT ?2"
+                "{SELECT} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
             ))?
             .query_map(params![now, limit as i64], row_to_record)?
             .collect()
@@ -1140,14 +1217,9 @@ impl Store for SqliteStore {
 
     async fn recent(&self, limit: usize) -> Result<Vec<LinkRecord>, StoreError> {
         self.read(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT * FROM ({SELECT} ORDER BY created_at DESC, id LIMIT ?1)
-                 UNION ALL
-                 SELECT * FROM ({SELECT_LOG} ORDER BY created_at DESC, id LIMIT ?1)
-                 ORDER BY created_at DESC, id LIMIT ?1"
-            ))?
-            .query_map([limit as i64], row_to_record)?
-            .collect()
+            c.prepare_cached(&format!("{SELECT} ORDER BY created_at DESC, id LIMIT ?1"))?
+                .query_map([limit as i64], row_to_record)?
+                .collect()
         })
         .await
     }
