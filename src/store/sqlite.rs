@@ -555,7 +555,7 @@ struct Writer {
     merged: i64,
     /// The rowid the next new link gets; only ever grows.
     next_rowid: std::cell::Cell<i64>,
-    /// Fingerprints of the ids in `links` (see `known`).
+    /// Fingerprints of the ids in `link_ids` (see `known`).
     known: Known,
     known_ready: Arc<AtomicBool>,
 }
@@ -630,7 +630,7 @@ impl Writer {
                 if self.log_len() >= self.log_limit
                     && let Err(e) = self.merge_log(&mut conn)
                 {
-                    tracing::warn!(error = %e, "moving the link log into the id-keyed table failed; it stays in the log and is retried after the next write");
+                    tracing::warn!(error = %e, "merging the link log's ids into link_ids failed; they stay in the log and the merge is retried after the next write");
                 }
                 if let Some(c) = &checkpointer {
                     c.commits.fetch_add(1, Ordering::Relaxed);
