@@ -48,10 +48,7 @@ async fn all(store: &dyn Store, page: usize) -> Vec<LinkRecord> {
 /// filled the log, so one more write (of a stored link: it changes nothing) queues
 /// behind it.
 async fn settle(store: &SqliteStore, key: &IdKey) {
-    match &store.put_if_absent(vec![link(key, 0)]).await.unwrap()[0] {
-        Put::Existing(_) => {}
-        other => panic!("link 0 should be stored, got {other:?}"),
-    }
+    settle_on(store, key, 0).await
 }
 
 /// (links in the log, merged links), read beside the store.
@@ -63,6 +60,32 @@ fn rows(db: &Path) -> (i64, i64) {
     };
     let merged = n("link_ids");
     (n("links") - merged, merged)
+}
+
+/// A store file as an older schema left it: `meta` with the id key and `link_events`
+/// (the same in every version so far), then that version's link tables from `schema`.
+fn old_store(db: &Path, key: &IdKey, schema: &str) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE link_events (
+                 id TEXT PRIMARY KEY, ring TEXT NOT NULL,
+                 fetches INTEGER NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
+                 upstream_fetches INTEGER NOT NULL DEFAULT 0, fetch_errors INTEGER NOT NULL DEFAULT 0,
+                 bytes_served INTEGER NOT NULL DEFAULT 0, gateway_fetches INTEGER NOT NULL DEFAULT 0,
+                 preview_fetches INTEGER NOT NULL DEFAULT 0, sends INTEGER NOT NULL DEFAULT 0,
+                 sends_delivered INTEGER NOT NULL DEFAULT 0, last_fetch TEXT, last_send TEXT,
+                 updated_at INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+    )
+    .unwrap();
+    c.execute_batch(schema).unwrap();
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES ('id_key', ?1)",
+        [key.to_hex()],
+    )
+    .unwrap();
+    c
 }
 
 fn sorted(mut v: Vec<LinkRecord>) -> Vec<LinkRecord> {
@@ -233,10 +256,10 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
     let old: Vec<NewLink> = (0..300).map(|i| link(&key, i)).collect();
     {
         // The schema as the third migration left it, with links in it.
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch(
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-             CREATE TABLE links (
+        let c = old_store(
+            &db,
+            &key,
+            "CREATE TABLE links (
                  id TEXT PRIMARY KEY, url TEXT NOT NULL, kind TEXT NOT NULL,
                  created_at INTEGER NOT NULL, expires_at INTEGER, convert INTEGER,
                  content_type TEXT, bytes INTEGER, converted_from TEXT
@@ -244,24 +267,9 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
              ALTER TABLE links ADD COLUMN blob TEXT;
              CREATE INDEX links_blob ON links (blob) WHERE blob IS NOT NULL;
              CREATE INDEX links_expires ON links (expires_at) WHERE expires_at IS NOT NULL;
-             CREATE TABLE link_events (
-                 id TEXT PRIMARY KEY, ring TEXT NOT NULL,
-                 fetches INTEGER NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
-                 upstream_fetches INTEGER NOT NULL DEFAULT 0, fetch_errors INTEGER NOT NULL DEFAULT 0,
-                 bytes_served INTEGER NOT NULL DEFAULT 0, gateway_fetches INTEGER NOT NULL DEFAULT 0,
-                 preview_fetches INTEGER NOT NULL DEFAULT 0, sends INTEGER NOT NULL DEFAULT 0,
-                 sends_delivered INTEGER NOT NULL DEFAULT 0, last_fetch TEXT, last_send TEXT,
-                 updated_at INTEGER NOT NULL
-             ) WITHOUT ROWID;
              CREATE INDEX links_created ON links (created_at);
              PRAGMA user_version = 3;",
-        )
-        .unwrap();
-        c.execute(
-            "INSERT INTO meta (key, value) VALUES ('id_key', ?1)",
-            [key.to_hex()],
-        )
-        .unwrap();
+        );
         for l in &old {
             let IdPlan::Derived(full) = &l.plan else {
                 unreachable!()
@@ -494,7 +502,7 @@ async fn a_new_link_after_deleting_the_last_merged_one_survives_a_restart() {
     store.close().await;
 }
 
-/// `settle` with another stored link.
+/// `settle` through stored link `i`.
 async fn settle_on(store: &SqliteStore, key: &IdKey, i: usize) {
     match &store.put_if_absent(vec![link(key, i)]).await.unwrap()[0] {
         Put::Existing(_) => {}
@@ -516,7 +524,6 @@ async fn a_store_with_a_log_table_is_migrated_with_its_links() {
         IdPlan::Exact(id) => id.clone(),
     };
     {
-        let c = rusqlite::Connection::open(&db).unwrap();
         let table = |name: &str| {
             format!(
                 "CREATE TABLE {name} (
@@ -526,18 +533,11 @@ async fn a_store_with_a_log_table_is_migrated_with_its_links() {
                  );"
             )
         };
-        c.execute_batch(&format!(
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-             CREATE TABLE link_events (
-                 id TEXT PRIMARY KEY, ring TEXT NOT NULL,
-                 fetches INTEGER NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
-                 upstream_fetches INTEGER NOT NULL DEFAULT 0, fetch_errors INTEGER NOT NULL DEFAULT 0,
-                 bytes_served INTEGER NOT NULL DEFAULT 0, gateway_fetches INTEGER NOT NULL DEFAULT 0,
-                 preview_fetches INTEGER NOT NULL DEFAULT 0, sends INTEGER NOT NULL DEFAULT 0,
-                 sends_delivered INTEGER NOT NULL DEFAULT 0, last_fetch TEXT, last_send TEXT,
-                 updated_at INTEGER NOT NULL
-             ) WITHOUT ROWID;
-             {}
+        let c = old_store(
+            &db,
+            &key,
+            &format!(
+                "{}
              CREATE UNIQUE INDEX links_id ON links (id);
              CREATE INDEX links_blob ON links (blob) WHERE blob IS NOT NULL;
              CREATE INDEX links_expires ON links (expires_at) WHERE expires_at IS NOT NULL;
@@ -547,15 +547,10 @@ async fn a_store_with_a_log_table_is_migrated_with_its_links() {
              CREATE INDEX links_log_expires ON links_log (expires_at) WHERE expires_at IS NOT NULL;
              CREATE INDEX links_log_created ON links_log (created_at);
              PRAGMA user_version = 4;",
-            table("links"),
-            table("links_log"),
-        ))
-        .unwrap();
-        c.execute(
-            "INSERT INTO meta (key, value) VALUES ('id_key', ?1)",
-            [key.to_hex()],
-        )
-        .unwrap();
+                table("links"),
+                table("links_log"),
+            ),
+        );
         // 30 merged (inserted in id order, as a merge did), 10 in the log.
         let mut merged: Vec<&NewLink> = links[..30].iter().collect();
         merged.sort_by_key(|l| first_id(l));
