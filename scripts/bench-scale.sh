@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scale with data (issue "Performance"): link creation (64 clients) and warm /m/
-# (100 KB JPEG, wrk -c64) with SMALL links stored, then with LARGE links stored
+# (100 KB JPEG, wrk -c64) with SMALL links stored against LARGE links stored
 # (defaults 1,000 and 1,000,000); start-up time on the large store; store bytes per
 # link. Each rate is a median of ROUNDS runs. Loopback only; stops what it started.
 #
@@ -33,25 +33,31 @@ preload() { # port n: n links in arrays of 1,000 (the harness's --preload), 0 s 
 }
 
 # The small store starts fresh each round: a 10 s create run adds ~100k links.
+# The large store is preloaded once. Small and large rounds alternate, and swap order
+# each round, so a machine whose speed drifts during the script moves both alike
+# (all small rounds first, then all large ones, put 0.85x and 1.16x on one machine).
 sc=(); sg=(); su=(); lc=(); lg=(); lu=()
-for r in $(seq 1 "$ROUNDS"); do
-  say "round $r: store with $SMALL links"
-  start_ml 18093 --data-dir "$RUN/small-$r"
+small_round() { # round number
+  say "round $1: store with $SMALL links"
+  start_ml 18093 --data-dir "$RUN/small-$1"
   preload 18093 "$SMALL"
   read -r c g u < <(round_of 18093); sc+=("$c"); sg+=("$g"); su+=("$u")
   kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
-done
+}
+large_round() { # round number
+  # A fresh process each round, as for the small store: a round's GETs then never
+  # share the CPU with the previous round's checkpoint (a stop folds the WAL back).
+  say "round $1: store with $LARGE links"
+  start_ml 18094 --data-dir "$RUN/large"
+  read -r c g u < <(round_of 18094); lc+=("$c"); lg+=("$g"); lu+=("$u")
+  kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
+}
 say "store with $LARGE links"
 start_ml 18094 --data-dir "$RUN/large"
 preload 18094 "$LARGE"
 kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
 for r in $(seq 1 "$ROUNDS"); do
-  # A fresh process each round, as for the small store: a round's GETs then never
-  # share the CPU with the previous round's checkpoint (a stop folds the WAL back).
-  say "round $r: store with $LARGE links"
-  start_ml 18094 --data-dir "$RUN/large"
-  read -r c g u < <(round_of 18094); lc+=("$c"); lg+=("$g"); lu+=("$u")
-  kill "$ML_PID"; wait "$ML_PID" 2>/dev/null || true
+  if (( r % 2 )); then small_round "$r"; large_round "$r"; else large_round "$r"; small_round "$r"; fi
 done
 small_c=$(median "${sc[@]}"); small_g=$(median "${sg[@]}"); small_u=$(median "${su[@]}")
 large_c=$(median "${lc[@]}"); large_g=$(median "${lg[@]}"); large_u=$(median "${lu[@]}")
