@@ -84,9 +84,9 @@ pub trait Shortener: Send + Sync {
 }
 
 /// The body of `POST /api/v1/send` (DESIGN §9; the OpenAPI document states it per kind
-/// as `api::openapi::SendBody`). Unknown fields are refused so that a
-/// typo such as `fallbackText` is not silently ignored. `caption` is used by image
-/// (and by the fallback text); `text` only by kind text.
+/// as `api::openapi::SendBody`). Unknown fields are refused so that a typo such as
+/// `fallbackText` is not silently ignored. `caption` is used by image (and by the
+/// fallback text); `text` only by kind text.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
