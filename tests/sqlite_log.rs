@@ -1,13 +1,15 @@
 //! The SQLite store's link log: logged links (rows of `links` whose ids are not yet in
-//! `link_ids`) and merged ones read, list, change and delete alike, across merges,
-//! restarts and the migrations from the schemas that had no log and a log table.
+//! `link_ids`) and merged ones read, list, change and delete alike, across merges (in
+//! slices, with writes between them, or cut short by a restart), restarts and the
+//! migrations from the schemas that had no log and a log table; and the log's limit
+//! grows with the store.
 
 use std::path::Path;
 
 use medialink::canon::CanonicalUrl;
 use medialink::ids::{IdKey, LinkId};
 use medialink::policy::Kind;
-use medialink::store::sqlite::SqliteStore;
+use medialink::store::sqlite::{LogLimit, SqliteStore};
 use medialink::store::{IdPlan, LinkRecord, MediaInfo, NewLink, Put, Store};
 
 fn link(key: &IdKey, i: usize) -> NewLink {
@@ -97,7 +99,7 @@ fn sorted(mut v: Vec<LinkRecord>) -> Vec<LinkRecord> {
 async fn logged_and_merged_links_behave_alike() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, 5)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(5))
         .await
         .unwrap();
     let key = store.id_key().clone();
@@ -224,7 +226,7 @@ async fn logged_and_merged_links_behave_alike() {
     store.close().await;
 
     // A restart rebuilds the log's map from the table: nothing is lost or doubled.
-    let store = SqliteStore::open_with_log_limit(&db, None, 100)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(100))
         .await
         .unwrap();
     assert_eq!(all(&store, 3).await, sorted(left.clone()));
@@ -237,7 +239,7 @@ async fn logged_and_merged_links_behave_alike() {
     store.close().await;
 
     // A smaller limit merges at the next write.
-    let store = SqliteStore::open_with_log_limit(&db, None, 1)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(1))
         .await
         .unwrap();
     created(store.put_if_absent(vec![link(&key, 11)]).await.unwrap());
@@ -323,7 +325,7 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
 async fn stored_ids_are_known_after_a_restart_and_after_merges() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("k.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, 5)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(5))
         .await
         .unwrap();
     let key = store.id_key().clone();
@@ -340,7 +342,7 @@ async fn stored_ids_are_known_after_a_restart_and_after_merges() {
     // Merged at 8 and at 16 links: the last four are still in the log.
     assert_eq!(rows(&db), (4, 16));
 
-    let store = SqliteStore::open_with_log_limit(&db, None, 5)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(5))
         .await
         .unwrap();
     // The writer takes the fingerprints between two writes.
@@ -470,7 +472,7 @@ async fn an_array_with_a_failing_item_stores_none_of_it() {
 async fn a_new_link_after_deleting_the_last_merged_one_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, 2)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(2))
         .await
         .unwrap();
     let key = store.id_key().clone();
@@ -485,7 +487,7 @@ async fn a_new_link_after_deleting_the_last_merged_one_survives_a_restart() {
     assert!(store.delete(&made[1].id).await.unwrap());
     store.close().await;
 
-    let store = SqliteStore::open_with_log_limit(&db, None, 100)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(100))
         .await
         .unwrap();
     let new = created(store.put_if_absent(vec![link(&key, 3)]).await.unwrap());
@@ -577,7 +579,7 @@ async fn a_store_with_a_log_table_is_migrated_with_its_links() {
         }
     }
 
-    let store = SqliteStore::open_with_log_limit(&db, None, 12)
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(12))
         .await
         .unwrap();
     assert_eq!(rows(&db), (10, 30));
@@ -626,5 +628,306 @@ async fn a_store_with_a_log_table_is_migrated_with_its_links() {
         )
         .unwrap();
     assert_eq!(tables, 0, "the log table and the id index are gone");
+    store.close().await;
+}
+
+/// The log grows with the store: a merge waits for a quarter as many links as are
+/// merged, within the bounds. The limit is read again after every merge, and after a
+/// restart it follows the merged count kept in the store.
+#[tokio::test]
+async fn the_log_limit_follows_the_merged_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let bounds = LogLimit {
+        min: 4,
+        max: 10,
+        slice: 10,
+    };
+    let mut store = SqliteStore::open_with_log_limit(&db, None, bounds)
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+    let mut merges = Vec::new();
+    for i in 0..70 {
+        created(store.put_if_absent(vec![link(&key, i)]).await.unwrap());
+        settle(&store, &key).await;
+        let (logged, merged) = rows(&db);
+        assert_eq!(logged + merged, i as i64 + 1);
+        if merges.last().copied().unwrap_or(0) != merged {
+            assert_eq!(logged, 0, "a merge takes the whole log");
+            merges.push(merged);
+        }
+        if i == 40 {
+            store.close().await;
+            store = SqliteStore::open_with_log_limit(&db, None, bounds)
+                .await
+                .unwrap();
+        }
+    }
+    // 4 while a quarter of the merged ids is fewer, then 20/4 = 5, 25/4 = 6, 31/4 = 7,
+    // 38/4 = 9, and 10 from 40 merged ids on (across the restart at 41 links).
+    assert_eq!(merges, [4, 8, 12, 16, 20, 25, 31, 38, 47, 57, 67]);
+    store.close().await;
+}
+
+/// What a store file holds: the merged rowid, and every id of `link_ids` whose row is
+/// gone or holds another id (there must be none).
+fn merged_and_dangling(db: &Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let merged: String = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'merged_rowid'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let dangling: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM link_ids i
+             WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.rowid = i.rid AND l.id = i.id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (merged.parse().unwrap(), dangling)
+}
+
+/// Writes until the merge under way has ended (a merge moves a slice after each
+/// write, and on its own while none waits).
+async fn until_merged(store: &SqliteStore, key: &IdKey, i: usize, db: &Path, logged: i64) {
+    for _ in 0..200 {
+        settle_on(store, key, i).await;
+        if rows(db).0 == logged {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the merge did not end: {:?} (logged, merged)", rows(db));
+}
+
+/// A restart can cut a merge short: some of the log's ids are in `link_ids` while
+/// `merged_rowid` has not moved. Such a link reads and lists once, a delete takes it
+/// out of both, and the next merge moves the rest over the ids already there.
+#[tokio::test]
+async fn a_merge_cut_short_by_a_restart_is_finished_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(100))
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+    let mut made = created(
+        store
+            .put_if_absent((0..10).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    );
+    store.close().await;
+    // The first slices of a merge, as a stopped process left them.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO link_ids (id, rid) SELECT id, rowid FROM links WHERE rowid <= 4",
+            [],
+        )
+        .unwrap();
+
+    let bounds = LogLimit {
+        min: 12,
+        max: 12,
+        slice: 3,
+    };
+    let store = SqliteStore::open_with_log_limit(&db, None, bounds)
+        .await
+        .unwrap();
+    assert_eq!(
+        all(&store, 3).await,
+        sorted(made.clone()),
+        "listed once each"
+    );
+    for r in &made {
+        assert_eq!(store.get(&r.id).await.unwrap().as_ref(), Some(r));
+    }
+    let gone = made.remove(1);
+    assert!(store.delete(&gone.id).await.unwrap());
+    assert_eq!(store.get(&gone.id).await.unwrap(), None);
+    assert_eq!(
+        merged_and_dangling(&db),
+        (0, 0),
+        "the deleted link's id left link_ids with its row"
+    );
+
+    made.extend(created(
+        store
+            .put_if_absent((10..13).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    ));
+    until_merged(&store, &key, 0, &db, 0).await;
+    assert_eq!(rows(&db), (0, 12));
+    assert_eq!(merged_and_dangling(&db), (13, 0));
+    assert_eq!(all(&store, 5).await, sorted(made.clone()));
+    store.close().await;
+
+    let store = SqliteStore::open(&db, None).await.unwrap();
+    assert_eq!(all(&store, 4).await, sorted(made.clone()));
+    for r in &made {
+        assert_eq!(store.get(&r.id).await.unwrap().as_ref(), Some(r));
+    }
+    assert_eq!(store.get(&gone.id).await.unwrap(), None);
+    store.close().await;
+}
+
+/// A merge in slices of 3 goes on between writes: creates, deletes and media
+/// updates that land while it runs, on logged and on moved ids, all hold after it,
+/// and after a restart.
+#[tokio::test]
+async fn links_written_during_a_merge_in_slices_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let bounds = LogLimit {
+        min: 60,
+        max: 60,
+        slice: 3,
+    };
+    let store = std::sync::Arc::new(
+        SqliteStore::open_with_log_limit(&db, None, bounds)
+            .await
+            .unwrap(),
+    );
+    let key = store.id_key().clone();
+    let first = created(
+        store
+            .put_if_absent((0..59).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    );
+    // In the order made: link 0 stays, for `until_merged` to write again.
+    let ids: Vec<LinkId> = first.iter().map(|r| r.id.clone()).collect();
+    let mut live: std::collections::BTreeMap<String, LinkRecord> = first
+        .into_iter()
+        .map(|r| (r.id.as_str().to_owned(), r))
+        .collect();
+    // The 60th link fills the log; the merge's 20 slices run between what follows.
+    for r in created(store.put_if_absent(vec![link(&key, 59)]).await.unwrap()) {
+        live.insert(r.id.as_str().to_owned(), r);
+    }
+    let media = MediaInfo {
+        content_type: "image/png".into(),
+        bytes: 7,
+        converted_from: None,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        let (store, id, key, media) = (store.clone(), id.clone(), key.clone(), media.clone());
+        tasks.spawn(async move {
+            match n % 3 {
+                0 => {
+                    assert!(store.delete(&id).await.unwrap());
+                    None
+                }
+                1 => {
+                    store.set_media(&id, &media).await.unwrap();
+                    None
+                }
+                _ => Some(created(
+                    store
+                        .put_if_absent(vec![link(&key, 100 + n)])
+                        .await
+                        .unwrap(),
+                )),
+            }
+        });
+    }
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        match n % 3 {
+            0 => {
+                live.remove(id.as_str());
+            }
+            1 => {
+                if let Some(r) = live.get_mut(id.as_str()) {
+                    r.media = Some(media.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        for r in done.unwrap().unwrap_or_default() {
+            live.insert(r.id.as_str().to_owned(), r);
+        }
+    }
+    until_merged(&store, &key, 0, &db, 19).await;
+    let (merged, dangling) = merged_and_dangling(&db);
+    assert_eq!((merged, dangling), (60, 0));
+    let expected: Vec<LinkRecord> = live.values().cloned().collect();
+    assert_eq!(all(&*store, 7).await, expected);
+    for r in &expected {
+        assert_eq!(store.get(&r.id).await.unwrap().as_ref(), Some(r));
+    }
+    store.close().await;
+
+    let store = SqliteStore::open(&db, None).await.unwrap();
+    assert_eq!(all(&store, 7).await, expected);
+    for id in ids.iter().skip(3).step_by(3) {
+        assert_eq!(store.get(id).await.unwrap(), None, "deleted stays deleted");
+    }
+    store.close().await;
+}
+
+/// Pages read the log from a sorted copy once it stands still between pages, and from
+/// the log itself as soon as it changes: links created or deleted between two pages
+/// show in the next ones or are gone from them.
+#[tokio::test]
+async fn listing_pages_follow_the_log_between_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(1_000))
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+    let mut live = sorted(created(
+        store
+            .put_if_absent((0..30).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    ));
+    // Three pages of a still log: the second sorts it, the third reads the copy.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let after = seen.last().map(|r: &LinkRecord| r.id.clone());
+        seen.extend(store.list(after.as_ref(), 5).await.unwrap());
+    }
+    assert_eq!(seen, live[..15]);
+    let last = seen.last().unwrap().id.clone();
+
+    // Between pages: the next link due is deleted, ten new ones are logged.
+    let gone = live.remove(15);
+    assert!(store.delete(&gone.id).await.unwrap());
+    let new = created(
+        store
+            .put_if_absent((30..40).map(|i| link(&key, i)).collect())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        new.iter().any(|r| r.id.as_str() > last.as_str()),
+        "some new id sorts after the pages read"
+    );
+    live = sorted(live.into_iter().chain(new).collect());
+    let mut rest: Vec<LinkRecord> = Vec::new();
+    loop {
+        let after = rest.last().map_or(&last, |r| &r.id);
+        let page = store.list(Some(after), 5).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        rest.extend(page);
+    }
+    let due: Vec<LinkRecord> = live
+        .into_iter()
+        .filter(|r| r.id.as_str() > last.as_str())
+        .collect();
+    assert_eq!(rest, due);
     store.close().await;
 }
