@@ -36,9 +36,15 @@ fn created(puts: Vec<Put>) -> Vec<LinkRecord> {
 }
 
 async fn all(store: &dyn Store, page: usize) -> Vec<LinkRecord> {
+    all_after(store, None, page).await
+}
+
+/// Every link past `after`, read `page` at a time.
+async fn all_after(store: &dyn Store, after: Option<&LinkId>, page: usize) -> Vec<LinkRecord> {
     let mut out: Vec<LinkRecord> = Vec::new();
     loop {
-        let next = store.list(out.last().map(|r| &r.id), page).await.unwrap();
+        let cursor = out.last().map(|r| &r.id).or(after);
+        let next = store.list(cursor, page).await.unwrap();
         if next.is_empty() {
             return out;
         }
@@ -915,15 +921,7 @@ async fn listing_pages_follow_the_log_between_pages() {
         "some new id sorts after the pages read"
     );
     live = sorted(live.into_iter().chain(new).collect());
-    let mut rest: Vec<LinkRecord> = Vec::new();
-    loop {
-        let after = rest.last().map_or(&last, |r| &r.id);
-        let page = store.list(Some(after), 5).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        rest.extend(page);
-    }
+    let rest = all_after(&store, Some(&last), 5).await;
     let due: Vec<LinkRecord> = live
         .into_iter()
         .filter(|r| r.id.as_str() > last.as_str())
