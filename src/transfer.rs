@@ -156,9 +156,8 @@ pub async fn export(
         out.write_all(&buf)?;
         written += page.len() as u64;
         bar.set_position(written);
-        if page.len() < PAGE {
-            break;
-        }
+        // Only an empty page ends it: a page can come back short while more follow
+        // (a logged link deleted between the store's copy of its log and the read).
     }
     out.flush()?;
     bar.finish_and_clear();
