@@ -4,7 +4,7 @@
 //! migrations from the schemas that had no log and a log table; the log's limit
 //! grows with the store; and an export reads on past a short page.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use medialink::canon::CanonicalUrl;
 use medialink::ids::{IdKey, LinkId};
@@ -50,6 +50,18 @@ async fn all_after(store: &dyn Store, after: Option<&LinkId>, page: usize) -> Ve
         }
         out.extend(next);
     }
+}
+
+/// A new store in a folder of its own (removed when the returned guard drops), its
+/// file and its key.
+async fn fresh(limit: LogLimit) -> (tempfile::TempDir, PathBuf, SqliteStore, IdKey) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let store = SqliteStore::open_with_log_limit(&db, None, limit)
+        .await
+        .unwrap();
+    let key = store.id_key().clone();
+    (dir, db, store, key)
 }
 
 /// Waits until the writer is idle: a merge runs after the answers of the commit that
@@ -103,12 +115,7 @@ fn sorted(mut v: Vec<LinkRecord>) -> Vec<LinkRecord> {
 
 #[tokio::test]
 async fn logged_and_merged_links_behave_alike() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(5))
-        .await
-        .unwrap();
-    let key = store.id_key().clone();
+    let (_dir, db, store, key) = fresh(LogLimit::fixed(5)).await;
 
     // Seven single creates (the fifth write merges five links), then an array of four.
     let mut made = Vec::new();
@@ -329,12 +336,7 @@ async fn a_store_from_before_the_log_is_migrated_with_its_links() {
 /// (a miss would store a second row for the same URL), before and after new merges.
 #[tokio::test]
 async fn stored_ids_are_known_after_a_restart_and_after_merges() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("k.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(5))
-        .await
-        .unwrap();
-    let key = store.id_key().clone();
+    let (_dir, db, store, key) = fresh(LogLimit::fixed(5)).await;
     for chunk in (0..20).collect::<Vec<_>>().chunks(4) {
         created(
             store
@@ -428,10 +430,7 @@ async fn one_store_handle_writes_a_file_at_a_time() {
 /// not stored either, and a later array stores them.
 #[tokio::test]
 async fn an_array_with_a_failing_item_stores_none_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
-    let store = SqliteStore::open(&db, None).await.unwrap();
-    let key = store.id_key().clone();
+    let (_dir, db, store, key) = fresh(LogLimit::DEFAULT).await;
     let blocked = link(&key, 500);
     let IdPlan::Derived(full) = &blocked.plan else {
         unreachable!()
@@ -476,12 +475,7 @@ async fn an_array_with_a_failing_item_stores_none_of_it() {
 /// where neither the log nor `link_ids` looks and be lost at the next start.
 #[tokio::test]
 async fn a_new_link_after_deleting_the_last_merged_one_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(2))
-        .await
-        .unwrap();
-    let key = store.id_key().clone();
+    let (_dir, db, store, key) = fresh(LogLimit::fixed(2)).await;
     let made = created(
         store
             .put_if_absent(vec![link(&key, 1), link(&key, 2)])
@@ -642,17 +636,12 @@ async fn a_store_with_a_log_table_is_migrated_with_its_links() {
 /// restart it follows the merged count kept in the store.
 #[tokio::test]
 async fn the_log_limit_follows_the_merged_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
     let bounds = LogLimit {
         min: 4,
         max: 10,
         slice: 10,
     };
-    let mut store = SqliteStore::open_with_log_limit(&db, None, bounds)
-        .await
-        .unwrap();
-    let key = store.id_key().clone();
+    let (_dir, db, mut store, key) = fresh(bounds).await;
     let mut merges = Vec::new();
     for i in 0..70 {
         created(store.put_if_absent(vec![link(&key, i)]).await.unwrap());
@@ -716,12 +705,7 @@ async fn until_merged(store: &SqliteStore, key: &IdKey, i: usize, db: &Path, log
 /// out of both, and the next merge moves the rest over the ids already there.
 #[tokio::test]
 async fn a_merge_cut_short_by_a_restart_is_finished_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(100))
-        .await
-        .unwrap();
-    let key = store.id_key().clone();
+    let (_dir, db, store, key) = fresh(LogLimit::fixed(100)).await;
     let mut made = created(
         store
             .put_if_absent((0..10).map(|i| link(&key, i)).collect())
@@ -789,19 +773,13 @@ async fn a_merge_cut_short_by_a_restart_is_finished_by_the_next() {
 /// and after a restart.
 #[tokio::test]
 async fn links_written_during_a_merge_in_slices_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
     let bounds = LogLimit {
         min: 60,
         max: 60,
         slice: 3,
     };
-    let store = std::sync::Arc::new(
-        SqliteStore::open_with_log_limit(&db, None, bounds)
-            .await
-            .unwrap(),
-    );
-    let key = store.id_key().clone();
+    let (_dir, db, store, key) = fresh(bounds).await;
+    let store = std::sync::Arc::new(store);
     let first = created(
         store
             .put_if_absent((0..59).map(|i| link(&key, i)).collect())
@@ -886,12 +864,7 @@ async fn links_written_during_a_merge_in_slices_hold() {
 /// show in the next ones or are gone from them.
 #[tokio::test]
 async fn listing_pages_follow_the_log_between_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let store = SqliteStore::open_with_log_limit(&db, None, LogLimit::fixed(1_000))
-        .await
-        .unwrap();
-    let key = store.id_key().clone();
+    let (_dir, _, store, key) = fresh(LogLimit::fixed(1_000)).await;
     let mut live = sorted(created(
         store
             .put_if_absent((0..30).map(|i| link(&key, i)).collect())
@@ -1001,13 +974,8 @@ impl Store for ShortPages {
 /// An export goes on past a short page: only an empty one ends it.
 #[tokio::test]
 async fn an_export_goes_on_past_a_short_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ShortPages(
-        SqliteStore::open(&dir.path().join("m.db"), None)
-            .await
-            .unwrap(),
-    );
-    let key = store.id_key().clone();
+    let (_dir, _, store, key) = fresh(LogLimit::DEFAULT).await;
+    let store = ShortPages(store);
     let made = created(
         store
             .put_if_absent((0..2_500).map(|i| link(&key, i)).collect())

@@ -666,7 +666,7 @@ struct Writer {
 struct Merge {
     /// The last rowid the merge covers; `merged_rowid` once it ends.
     upto: i64,
-    ids: Vec<(Box<str>, i64)>,
+    ids: IdRowids,
     done: usize,
     slices: usize,
     longest: std::time::Duration,
@@ -817,7 +817,7 @@ impl Writer {
     /// Takes the log's ids as they are now, in id order, for `merge_step` to move.
     fn start_merge(&mut self) {
         let upto = self.next_rowid.get() - 1;
-        let mut ids: Vec<(Box<str>, i64)> = self
+        let mut ids: IdRowids = self
             .log
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -851,32 +851,7 @@ impl Writer {
             .len()
             .min(m.done.saturating_add(self.log_limit.slice.max(1)));
         let last = end == m.ids.len();
-        let moved = (|| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                // The pairs come from memory: looking each row up in `links` to see
-                // that it is still there read the log's pages in id order, from the
-                // WAL, and made a slice of 65,536 take 3-4 times as long as the
-                // merge in one statement. Deletes mark their pairs instead (`forget`).
-                // REPLACE: a restart during a merge leaves some of the log's ids in
-                // `link_ids`, and the next merge moves them again.
-                let mut insert =
-                    tx.prepare_cached("INSERT OR REPLACE INTO link_ids (id, rid) VALUES (?1, ?2)")?;
-                for (id, rowid) in &m.ids[m.done..end] {
-                    if *rowid != FORGOTTEN {
-                        insert.execute(params![&**id, rowid])?;
-                    }
-                }
-            }
-            if last {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('merged_rowid', ?1)",
-                    [m.upto.to_string()],
-                )?;
-            }
-            tx.commit()
-        })();
-        if let Err(e) = moved {
+        if let Err(e) = move_slice(conn, &m.ids[m.done..end], last.then_some(m.upto)) {
             self.merge_stalled = true;
             tracing::warn!(error = %e, "merging the link log's ids into link_ids failed; they stay in the log and the merge is retried after the next write");
             return;
@@ -1099,6 +1074,38 @@ impl Writer {
     }
 }
 
+/// One slice of a merge in one transaction: its pairs into `link_ids` and, for the last
+/// slice, `merged_rowid` moved to `end`.
+fn move_slice(
+    conn: &mut Connection,
+    pairs: &[(Box<str>, i64)],
+    end: Option<i64>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        // The pairs come from memory: looking each row up in `links` to see that it is
+        // still there read the log's pages in id order, from the WAL, and made a slice
+        // of 65,536 take 3-4 times as long as the merge in one statement. Deletes mark
+        // their pairs instead (`Merge::forget`). REPLACE: a restart during a merge
+        // leaves some of the log's ids in `link_ids`, and the next merge moves them
+        // again.
+        let mut insert =
+            tx.prepare_cached("INSERT OR REPLACE INTO link_ids (id, rid) VALUES (?1, ?2)")?;
+        for (id, rowid) in pairs {
+            if *rowid != FORGOTTEN {
+                insert.execute(params![&**id, rowid])?;
+            }
+        }
+    }
+    if let Some(end) = end {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('merged_rowid', ?1)",
+            [end.to_string()],
+        )?;
+    }
+    tx.commit()
+}
+
 fn fail(op: Op, err: StoreError) {
     match op {
         Op::Put(_, r) => drop(r.send(Err(err))),
@@ -1261,7 +1268,7 @@ fn logged_page(
     sorted_log: &Mutex<SortedLog>,
     after: &str,
     limit: usize,
-) -> Vec<(Box<str>, i64)> {
+) -> IdRowids {
     let page = |all: &[(Box<str>, i64)]| {
         let start = all.partition_point(|(id, _)| &**id <= after);
         all[start..].iter().take(limit).cloned().collect()
@@ -1277,8 +1284,7 @@ fn logged_page(
         _ => cache.sorted = None,
     }
     if again {
-        let mut all: Vec<(Box<str>, i64)> =
-            map.iter().map(|(id, rowid)| (id.clone(), *rowid)).collect();
+        let mut all: IdRowids = map.iter().map(|(id, rowid)| (id.clone(), *rowid)).collect();
         // Sorted without holding up the writer, whose next commit waits for the map.
         drop(map);
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -1436,7 +1442,7 @@ impl Store for SqliteStore {
             // candidates' rows, most of them thrown away, made an export of 1.4
             // million links with 82,000 logged take twice as long).
             let cutoff = (out.len() >= limit)
-                .then(|| out.iter().map(|r| r.id.as_str().to_owned()).max())
+                .then(|| out.iter().map(|r| r.id.as_str()).max().map(str::to_owned))
                 .flatten();
             for (id, rowid) in logged {
                 if cutoff.as_deref().is_none_or(|c| &*id < c) {
