@@ -270,8 +270,19 @@ impl AsyncWrite for SendfileStream {
     }
 }
 
-/// Writes `head` (with MSG_MORE, so it leaves in the same segment as the file's first
-/// bytes), then up to `len` bytes of `file` from `offset`. Returns the bytes written;
+/// From this many bytes of file on, a send is corked (`TCP_CORK` around the head and
+/// the `sendfile`, as nginx's `tcp_nopush` does for every one). Measured on loopback
+/// (Intel Xeon, kernel 6.18, three alternating rounds against the head sent with
+/// MSG_MORE): a 1 MB answer went out in 24.7 TCP segments instead of 40.3, nginx's own
+/// count for the same file; the server's CPU per answer fell from 511-519 to 373-392 µs
+/// and server plus client together from 711-726 to 540-563 µs. At 300 KB the segments
+/// were 7.1 against 7.6 and the rate the same within noise; at 100 KB they were the same
+/// (4.0), and the two system calls cost 20% of the rate. So small sends keep MSG_MORE.
+const CORK_MIN: usize = 512 * 1024;
+
+/// Writes `head`, then up to `len` bytes of `file` from `offset`, so the head leaves in
+/// the same segment as the file's first bytes: corked when the file part is large
+/// ([`CORK_MIN`]), else with MSG_MORE on the head. Returns the bytes written;
 /// `WouldBlock` only when nothing was.
 fn send_head_and_file(
     sock: BorrowedFd<'_>,
@@ -280,6 +291,30 @@ fn send_head_and_file(
     offset: u64,
     len: usize,
 ) -> io::Result<usize> {
+    if len < CORK_MIN {
+        return send_uncorked(sock, head, file, offset, len, SendFlags::MORE);
+    }
+    // A failure to cork only costs the segments above; the send goes on either way.
+    let corked = rustix::net::sockopt::set_tcp_cork(sock, true).is_ok();
+    let sent = send_uncorked(sock, head, file, offset, len, SendFlags::empty());
+    if corked {
+        // Uncorking sends what is queued, the last partial segment included; a
+        // failure here leaves it to the next write or the close to go out, which on
+        // a socket that refuses options is closing anyway.
+        let _ = rustix::net::sockopt::set_tcp_cork(sock, false);
+    }
+    sent
+}
+
+/// [`send_head_and_file`]'s two system calls, the head's with `head_flags`.
+fn send_uncorked(
+    sock: BorrowedFd<'_>,
+    head: &[IoSlice<'_>],
+    file: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+    head_flags: SendFlags,
+) -> io::Result<usize> {
     let head_len: usize = head.iter().map(|b| b.len()).sum();
     let mut sent = 0;
     if head_len > 0 {
@@ -287,7 +322,7 @@ fn send_head_and_file(
             sock,
             head,
             &mut SendAncillaryBuffer::default(),
-            SendFlags::MORE | SendFlags::NOSIGNAL,
+            head_flags | SendFlags::NOSIGNAL,
         )?;
         if sent < head_len {
             return Ok(sent);
@@ -381,6 +416,45 @@ mod tests {
         assert!(region_of(&probe).is_some());
         drop(probe);
         assert!(!REGIONS.read().unwrap().contains_key(&base));
+    }
+
+    /// A large file part is sent corked; the socket must be uncorked after it, or
+    /// the answer's last partial segment waits for the kernel's 200 ms cork timer.
+    #[tokio::test]
+    async fn a_corked_send_leaves_the_socket_uncorked() {
+        init(None);
+        let body = sample(CORK_MIN + 4096);
+        let fd = file_in(None, &body).unwrap();
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        let mapped = map_fd(fd, body.len()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = vec![0u8; 10 + CORK_MIN + 4096];
+            s.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let mut out = SendfileStream::new(TcpStream::connect(addr).await.unwrap());
+        let head = b"HTTP/1.1 ";
+        let mut written = 0;
+        while written < head.len() + mapped.len() {
+            let (h, b) = if written < head.len() {
+                (&head[written..], &mapped[..])
+            } else {
+                (&head[..0], &mapped[written - head.len()..])
+            };
+            written += out
+                .write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
+                .await
+                .unwrap();
+            assert!(!rustix::net::sockopt::tcp_cork(&out.inner).unwrap());
+        }
+        out.write_all(b"!").await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..9], head);
+        assert!(got[9..9 + body.len()] == body[..], "bytes differ");
+        assert_eq!(got[9 + body.len()], b'!');
     }
 
     #[test]
