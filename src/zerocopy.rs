@@ -292,11 +292,11 @@ fn send_head_and_file(
     len: usize,
 ) -> io::Result<usize> {
     if len < CORK_MIN {
-        return send_uncorked(sock, head, file, offset, len, SendFlags::MORE);
+        return send_head_then_file(sock, head, file, offset, len, SendFlags::MORE);
     }
     // A failure to cork only costs the segments above; the send goes on either way.
     let corked = rustix::net::sockopt::set_tcp_cork(sock, true).is_ok();
-    let sent = send_uncorked(sock, head, file, offset, len, SendFlags::empty());
+    let sent = send_head_then_file(sock, head, file, offset, len, SendFlags::empty());
     if corked {
         // Uncorking sends what is queued, the last partial segment included; a
         // failure here leaves it to the next write or the close to go out, which on
@@ -306,8 +306,9 @@ fn send_head_and_file(
     sent
 }
 
-/// [`send_head_and_file`]'s two system calls, the head's with `head_flags`.
-fn send_uncorked(
+/// The two system calls of [`send_head_and_file`], the head's with `head_flags`, whether
+/// the socket is corked or not.
+fn send_head_then_file(
     sock: BorrowedFd<'_>,
     head: &[IoSlice<'_>],
     file: BorrowedFd<'_>,
