@@ -280,6 +280,28 @@ impl AsyncWrite for SendfileStream {
 /// (4.0), and the two system calls cost 20% of the rate. So small sends keep MSG_MORE.
 const CORK_MIN: usize = 512 * 1024;
 
+/// `TCP_CORK` on a socket for as long as this lives. Dropping it uncorks, which sends
+/// what is queued, the last partial segment included, on every way out of a send.
+struct Cork<'a>(BorrowedFd<'a>);
+
+impl<'a> Cork<'a> {
+    /// `None` when the socket refuses: that only costs the segments [`CORK_MIN`] is
+    /// about, and the send goes on uncorked.
+    fn set(sock: BorrowedFd<'a>) -> Option<Self> {
+        rustix::net::sockopt::set_tcp_cork(sock, true)
+            .ok()
+            .map(|()| Cork(sock))
+    }
+}
+
+impl Drop for Cork<'_> {
+    fn drop(&mut self) {
+        // A socket that refuses to uncork is failing anyway; what is queued goes out
+        // with its next write or its close.
+        let _ = rustix::net::sockopt::set_tcp_cork(self.0, false);
+    }
+}
+
 /// Writes `head`, then up to `len` bytes of `file` from `offset`, so the head leaves in
 /// the same segment as the file's first bytes: corked when the file part is large
 /// ([`CORK_MIN`]), else with MSG_MORE on the head. Returns the bytes written;
@@ -291,40 +313,19 @@ fn send_head_and_file(
     offset: u64,
     len: usize,
 ) -> io::Result<usize> {
-    if len < CORK_MIN {
-        return send_head_then_file(sock, head, file, offset, len, SendFlags::MORE);
-    }
-    // A failure to cork only costs the segments above; the send goes on either way.
-    let corked = rustix::net::sockopt::set_tcp_cork(sock, true).is_ok();
-    let sent = send_head_then_file(sock, head, file, offset, len, SendFlags::empty());
-    if corked {
-        // Uncorking sends what is queued, the last partial segment included; a
-        // failure here leaves it to the next write or the close to go out, which on
-        // a socket that refuses options is closing anyway.
-        let _ = rustix::net::sockopt::set_tcp_cork(sock, false);
-    }
-    sent
-}
-
-/// The two system calls of [`send_head_and_file`], the head's with `head_flags`, whether
-/// the socket is corked or not.
-fn send_head_then_file(
-    sock: BorrowedFd<'_>,
-    head: &[IoSlice<'_>],
-    file: BorrowedFd<'_>,
-    offset: u64,
-    len: usize,
-    head_flags: SendFlags,
-) -> io::Result<usize> {
+    let cork = if len >= CORK_MIN {
+        Cork::set(sock)
+    } else {
+        None
+    };
+    let head_flags = match cork {
+        Some(_) => SendFlags::NOSIGNAL,
+        None => SendFlags::MORE | SendFlags::NOSIGNAL,
+    };
     let head_len: usize = head.iter().map(|b| b.len()).sum();
     let mut sent = 0;
     if head_len > 0 {
-        sent = rustix::net::sendmsg(
-            sock,
-            head,
-            &mut SendAncillaryBuffer::default(),
-            head_flags | SendFlags::NOSIGNAL,
-        )?;
+        sent = rustix::net::sendmsg(sock, head, &mut SendAncillaryBuffer::default(), head_flags)?;
         if sent < head_len {
             return Ok(sent);
         }
