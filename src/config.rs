@@ -146,6 +146,19 @@ impl ServeArgs {
         }
     }
 
+    /// Why the short URLs would reach nobody, when they would not: without
+    /// `--public-url` they start with the listen address, and a wildcard one (as in the
+    /// container image, `0.0.0.0:8080`) names no host a gateway or phone can fetch from.
+    pub fn public_base_warning(&self, bound: SocketAddr) -> Option<String> {
+        (self.public_url.is_none() && bound.ip().is_unspecified()).then(|| {
+            format!(
+                "short URLs will start with {}, which no gateway or phone can fetch: \
+                 set --public-url (MEDIALINK_PUBLIC_URL) to this server's public address",
+                self.public_base(bound)
+            )
+        })
+    }
+
     /// Short URLs start with this (no trailing slash).
     pub fn public_base(&self, bound: SocketAddr) -> String {
         let scheme = if self.tls_cert.is_some() {
@@ -201,5 +214,46 @@ impl GatewayArgs {
         crate::sender::Gateway::new(cfg)
             .map(Some)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("medialink").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .serve
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_without_a_public_url_is_warned_about() {
+        let any4: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let any6: SocketAddr = "[::]:8080".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let bare = serve_args(&[]);
+        let warning = bare
+            .public_base_warning(any4)
+            .expect("a warning for 0.0.0.0");
+        assert!(warning.contains("http://0.0.0.0:8080"), "{warning}");
+        assert!(warning.contains("--public-url"), "{warning}");
+        assert!(
+            bare.public_base_warning(any6).is_some(),
+            "a warning for [::]"
+        );
+        // A loopback or named address is what the operator asked for: no warning.
+        assert_eq!(bare.public_base_warning(local), None);
+        let public = serve_args(&["--public-url", "https://media.example.com"]);
+        assert_eq!(public.public_base_warning(any4), None);
+        assert_eq!(public.public_base(any4), "https://media.example.com");
     }
 }

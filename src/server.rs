@@ -158,6 +158,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let reloader = tls.clone().map(|t| tokio::spawn(tls::reload_on_sighup(t)));
     // The line tests and operators wait for; keep its shape.
     tracing::info!(listen = %bound, public_url = %state.public_base, "medialink listening");
+    if let Some(warning) = args.public_base_warning(bound) {
+        tracing::warn!("{warning}");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(sweep_loop(
         Arc::clone(&state),
