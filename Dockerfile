@@ -3,12 +3,20 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY benches benches
+# The dependencies first, built against an empty stand-in of the crate, in a layer that
+# a change to medialink's own code leaves cached: a rebuild then compiles one crate,
+# not some 340.
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked --bin medialink && rm -rf src
 COPY src src
 COPY migrations migrations
-COPY benches benches
 ARG GIT_REVISION=unknown
 ENV MEDIALINK_GIT_REVISION=$GIT_REVISION
-RUN cargo build --release --locked --bin medialink && strip target/release/medialink
+# `touch`: COPY keeps the files' times from the build context, older than the
+# stand-in's build, and cargo judges whether a crate is fresh by file times.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin medialink \
+    && strip target/release/medialink
 
 # What the binary needs at run time and nothing else: the shared libraries `ldd` names
 # (glibc from the same Debian release it was linked against; DNS and /etc/hosts lookups
