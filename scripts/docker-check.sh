@@ -2,8 +2,9 @@
 # Builds the image (`docker build .`) and checks what an operator relies on: its size
 # (under 40 MB), a non-root user, a HEALTHCHECK that turns healthy, a verified JPEG
 # served from an origin on the Docker bridge, names resolving inside the image, and
-# links that survive a restart on the /data volume. Needs a Docker engine that can pull or already holds rust:1-bookworm.
-# Everything stays on this machine: the origin listens on the bridge's gateway address.
+# links that survive a restart on the /data volume. Needs a Docker engine that can pull
+# rust:1-bookworm or already holds it. Everything stays on this machine: the origin
+# listens on the bridge's gateway address.
 # Removes only what it made (container, volume, origin); keeps the image, tagged
 # medialink:check.
 #
