@@ -11,6 +11,7 @@
 #   scripts/docker-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/local.sh
 say() { printf '%s\n' "$*" >&2; }
 fail() { say "FAIL: $*"; exit 1; }
 docker info >/dev/null 2>&1 || { say "no Docker engine answers here ('docker info' fails): nothing to check"; exit 2; }
@@ -46,7 +47,7 @@ if [ -z "$gw" ]; then
 fi
 [ -n "$gw" ] || fail "cannot tell the host's address on Docker's bridge"
 cp tests/fixtures/photo.jpg "$origin_dir/photo.jpg"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 python3 -m http.server "$port" --bind "$gw" --directory "$origin_dir" >/dev/null 2>&1 &
 origin_pid=$!
 
@@ -54,19 +55,20 @@ run() {
   docker run -d --name "$name" -v "$vol:/data" -p 127.0.0.1::8080 \
     -e MEDIALINK_API_TOKENS=check --health-interval 1s "$image" \
     serve --allow-upstream-cidr "$gw/32" >/dev/null
+  local health=""
   for _ in $(seq 1 60); do
-    [ "$(docker inspect --format '{{.State.Health.Status}}' "$name")" = healthy ] && break
+    health=$(docker inspect --format '{{.State.Health.Status}}' "$name")
+    [ "$health" = healthy ] && break
     sleep 0.5
   done
-  [ "$(docker inspect --format '{{.State.Health.Status}}' "$name")" = healthy ] ||
-    { docker logs "$name" >&2; fail "the HEALTHCHECK did not turn healthy"; }
+  [ "$health" = healthy ] || { docker logs "$name" >&2; fail "the HEALTHCHECK did not turn healthy"; }
   hostport=$(docker port "$name" 8080/tcp | head -1)
 }
 run
 say "healthy; serving on $hostport"
 link=$(curl -sf "http://$hostport/api/v1/links" -H 'authorization: Bearer check' \
   -d "{\"url\":\"http://$gw:$port/photo.jpg\",\"kind\":\"image\",\"verify\":true}")
-path=$(python3 -c 'import json,sys; u=json.loads(sys.argv[1])["short_url"]; print(u[u.index("/m/"):])' "$link")
+path=$(short_path <<<"$link")
 curl -sf -D "$origin_dir/head" -o "$origin_dir/got" "http://$hostport$path"
 cmp -s "$origin_dir/got" tests/fixtures/photo.jpg || fail "$path did not serve the origin's bytes"
 grep -qi '^content-type: image/jpeg' "$origin_dir/head" || fail "$path did not say image/jpeg"

@@ -222,17 +222,17 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::cli::{Cli, Command};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
+    /// `medialink serve ARGS`, parsed as the binary parses it.
     fn serve_args(args: &[&str]) -> ServeArgs {
-        Cli::try_parse_from(std::iter::once("medialink").chain(args.iter().copied()))
-            .expect("arguments parse")
-            .serve
+        let argv = ["medialink", "serve"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::try_parse_from(argv).expect("arguments parse").command {
+            Command::Serve(serve) => *serve,
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

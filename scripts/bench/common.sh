@@ -8,6 +8,7 @@ DURATION=${DURATION:-10s}
 RUN=$(mktemp -d /tmp/medialink-bench.XXXXXX)
 PIDS=()
 source scripts/lib/stop.sh
+source scripts/lib/local.sh
 cleanup() {
   local all=("${PIDS[@]}") f pid
   for f in "$RUN/origin/nginx.pid" "$RUN/proxy/nginx.pid"; do
@@ -76,7 +77,7 @@ start_ml() { # port, extra args...; data in $RUN/ml-PORT unless --data-dir is gi
 }
 mkid() { # port, origin path -> /m/ID.ext (verified, so the media is cached)
   curl -sf "http://127.0.0.1:$1/api/v1/links" -H 'authorization: Bearer bench' \
-    -d "{\"url\":\"http://127.0.0.1:18081$2\",\"verify\":true}" | python3 -c 'import json,sys; u=json.load(sys.stdin)["short_url"]; print(u[u.index("/m/"):])'
+    -d "{\"url\":\"http://127.0.0.1:18081$2\",\"verify\":true}" | short_path
 }
 # one wrk run against URL, measuring PIDS' CPU: prints "req/s p50_ms p99_ms cpu_us_per_req"
 cpu_ticks() { local t=0; for p in "$@"; do for task in /proc/$p/task/*; do read -r -a s < "$task/stat" || continue; t=$((t + s[13] + s[14])); done; done; echo $t; }
