@@ -63,6 +63,22 @@ if [ -n "${ML_BIN:-}" ]; then ML=$ML_BIN; else
 fi
 if [ -n "${LOAD_BIN:-}" ]; then LOADER=("$LOAD_BIN"); else LOADER=(cargo bench --quiet --bench load --); fi
 export CARGO_BIN_EXE_medialink=$ML
+# The proxy floor (benches/proxy_floor.rs), for the cold cases; FLOOR_BIN reuses a build.
+floor_bin() {
+  if [ -n "${FLOOR_BIN:-}" ]; then echo "$FLOOR_BIN"; return; fi
+  say "building the proxy floor (bench profile)"
+  cargo bench --no-run --quiet --bench proxy_floor --message-format=json | python3 -c '
+import json, sys
+exe = [m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "proxy_floor" and m.get("executable")]
+print(exe[-1])'
+}
+start_floor() { # port, mode: the proxy floor in front of the origin
+  $SRV "$FLOOR" --listen "127.0.0.1:$1" --upstream http://127.0.0.1:18081 --mode "$2" >> "$RUN/floor-$1.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$1/media/img-100k.jpg" && return; sleep 0.05; done
+  say "the proxy floor ($2) on $1 did not start"; cat "$RUN/floor-$1.log" >&2; exit 1
+}
 
 start_ml() { # port, extra args...; data in $RUN/ml-PORT unless --data-dir is given
   local port=$1; shift
