@@ -28,11 +28,13 @@ start_nginx origin
 start_nginx proxy
 start_ml 18090
 start_ml 18091 --cache-bytes 0
-FLOOR=$(floor_bin) || { say "the proxy floor (benches/proxy_floor.rs) did not build"; exit 1; }
-start_floor 18093 stream
-start_floor 18094 collect
-start_floor 18095 fetcher
-start_floor 18096 verified
+if wanted "cold 100 KB JPEG" || wanted "cold 1 MB JPEG"; then
+  FLOOR=$(floor_bin) || { say "the proxy floor (benches/proxy_floor.rs) did not build"; exit 1; }
+  start_floor 18093 stream
+  start_floor 18094 collect
+  start_floor 18095 fetcher
+  start_floor 18096 verified
+fi
 declare -A WARM COLD
 for f in img-100k.jpg img-1m.jpg audio-300k.ogg; do
   WARM[$f]=$(mkid 18090 "/media/$f"); COLD[$f]=$(mkid 18091 "/media/$f")
