@@ -14,11 +14,12 @@
 //!   checks every byte before the first one leaves, DESIGN §4);
 //! - `fetcher`: medialink's own `Fetcher` (the SSRF guard, the redirect loop, the
 //!   decoders, `TCP_QUICKACK`), then the body sent as in `collect`;
-//! - `verified`: `fetcher`, then medialink's checks of the bytes (`sniff`, which
-//!   walks a JPEG to its end marker) and its cache entry (`Media::new`: the XXH3
-//!   ETag and the precomputed headers), answered with that type and ETag.
+//! - `verified`: `fetcher`, then medialink's checks of the bytes as every cold `/m/`
+//!   answer runs them (`verify_with` under the `any` profile, as the benchmarks serve:
+//!   the sniff, which walks a JPEG to its end marker, the policy, and the XXH3 ETag),
+//!   answered with that type and ETag.
 //!
-//! `scripts/bench-compare.sh` runs all three in its cold cases.
+//! `scripts/bench-compare.sh` runs all four in its cold cases.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,9 +33,10 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use medialink::cache::Media;
+use medialink::cli::{Cli, Command};
 use medialink::fetch::{FetchConfig, Fetcher};
-use medialink::sniff;
+use medialink::media::verify::verify_with;
+use medialink::policy::{Kind, Policy};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -50,12 +52,11 @@ struct Proxy {
     upstream: String,
     client: Client<HttpConnector, Empty<Bytes>>,
     fetcher: Fetcher,
+    /// `serve --profile any` with its defaults, as the benchmarks run medialink.
+    policy: Policy,
 }
 
 type Body = Either<Incoming, Full<Bytes>>;
-
-/// The largest body `collect` and `fetcher` take, as medialink's `any` profile.
-const MAX_BYTES: u64 = 32 << 20;
 
 fn bad_gateway() -> Response<Body> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
@@ -70,23 +71,25 @@ async fn handle(p: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<Body>,
         let Ok(url) = url::Url::parse(&target) else {
             return Ok(bad_gateway());
         };
-        let Ok(f) = p.fetcher.fetch(&url, MAX_BYTES).await else {
+        let limit = p.policy.fetch_limit(Kind::Any, false);
+        let Ok(f) = p.fetcher.fetch(&url, limit).await else {
             return Ok(bad_gateway());
         };
-        if p.mode == Mode::Fetcher {
-            let mut r = Response::new(Either::Right(Full::new(f.bytes)));
-            if let Some(ct) = f.upstream_content_type.and_then(|c| c.parse().ok()) {
-                r.headers_mut().insert(CONTENT_TYPE, ct);
+        let (bytes, content_type, etag) = if p.mode == Mode::Fetcher {
+            let ct = f.upstream_content_type.and_then(|c| c.parse().ok());
+            (f.bytes, ct, None)
+        } else {
+            match verify_with(&p.policy, Kind::Any, false, f.bytes, None).await {
+                Ok(m) => (m.bytes, Some(m.content_type), Some(m.etag)),
+                Err(_) => return Ok(bad_gateway()),
             }
-            return Ok(r);
-        }
-        let Ok(found) = sniff::sniff(&f.bytes) else {
-            return Ok(bad_gateway());
         };
-        let media = Media::new(f.bytes, found, None, None);
-        let mut r = Response::new(Either::Right(Full::new(media.bytes)));
-        r.headers_mut().insert(CONTENT_TYPE, media.content_type);
-        r.headers_mut().insert(ETAG, media.etag);
+        let mut r = Response::new(Either::Right(Full::new(bytes)));
+        for (name, value) in [(CONTENT_TYPE, content_type), (ETAG, etag)] {
+            if let Some(v) = value {
+                r.headers_mut().insert(name, v);
+            }
+        }
         return Ok(r);
     }
     let Ok(uri) = target.parse::<Uri>() else {
@@ -110,6 +113,15 @@ async fn handle(p: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<Body>,
         r.headers_mut().insert(CONTENT_TYPE, ct.clone());
     }
     Ok(r)
+}
+
+/// The policy of `medialink serve --profile any`, parsed as the binary parses it.
+fn any_policy() -> Policy {
+    use clap::Parser;
+    match Cli::try_parse_from(["medialink", "serve", "--profile", "any"]).map(|c| c.command) {
+        Ok(Command::Serve(args)) => args.policy(),
+        _ => usage("cannot parse `medialink serve --profile any`"),
+    }
 }
 
 fn usage(msg: &str) -> ! {
@@ -166,6 +178,7 @@ fn main() {
             upstream,
             client: Client::builder(TokioExecutor::new()).build(http),
             fetcher: Fetcher::new(cfg).unwrap_or_else(|e| usage(&format!("fetcher: {e}"))),
+            policy: any_policy(),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -28,12 +28,12 @@ start_nginx origin
 start_nginx proxy
 start_ml 18090
 start_ml 18091 --cache-bytes 0
+# The floors, by port: a bare hyper proxy streaming, collecting, through medialink's
+# fetcher, and with medialink's checks of the bytes (benches/proxy_floor.rs).
+declare -A FLOORS=([18093]=stream [18094]=collect [18095]=fetcher [18096]=verified)
 if wanted "cold 100 KB JPEG" || wanted "cold 1 MB JPEG"; then
   FLOOR=$(floor_bin) || { say "the proxy floor (benches/proxy_floor.rs) did not build"; exit 1; }
-  start_floor 18093 stream
-  start_floor 18094 collect
-  start_floor 18095 fetcher
-  start_floor 18096 verified
+  for port in "${!FLOORS[@]}"; do start_floor "$port" "${FLOORS[$port]}"; done
 fi
 declare -A WARM COLD
 for f in img-100k.jpg img-1m.jpg audio-300k.ogg; do
@@ -72,10 +72,11 @@ M=http://127.0.0.1:18090; C=http://127.0.0.1:18091
 measure "warm 100 KB JPEG" nginx-static http://127.0.0.1:18081/media/img-100k.jpg 18081 nginx-proxy_cache http://127.0.0.1:18080/m/abc123.jpg 18080 medialink "$M${WARM[img-100k.jpg]}" 18090
 measure "warm 1 MB JPEG" nginx-static http://127.0.0.1:18081/media/img-1m.jpg 18081 nginx-proxy_cache http://127.0.0.1:18080/m/big456.jpg 18080 medialink "$M${WARM[img-1m.jpg]}" 18090
 measure "warm 300 KB OGG" nginx-static http://127.0.0.1:18081/media/audio-300k.ogg 18081 nginx-proxy_cache http://127.0.0.1:18080/m/aud789.ogg 18080 medialink "$M${WARM[audio-300k.ogg]}" 18090
-# The floors: a bare hyper proxy streaming, collecting, through medialink's fetcher,
-# and with medialink's checks of the bytes (benches/proxy_floor.rs).
-floors() { # origin path -> the floor specs for measure
-  echo "hyper-floor-stream http://127.0.0.1:18093$1 18093 hyper-floor-collect http://127.0.0.1:18094$1 18094 hyper-floor-fetcher http://127.0.0.1:18095$1 18095 hyper-floor-verified http://127.0.0.1:18096$1 18096"
+floors() { # origin path -> the floors' specs for measure, in port order
+  local port
+  for port in $(printf '%s\n' "${!FLOORS[@]}" | sort -n); do
+    echo "hyper-floor-${FLOORS[$port]} http://127.0.0.1:$port$1 $port"
+  done
 }
 # shellcheck disable=SC2046
 measure "cold 100 KB JPEG" nginx-no-cache http://127.0.0.1:18082/m/abc123.jpg 18082 medialink-cache-0 "$C${COLD[img-100k.jpg]}" 18091 $(floors /media/img-100k.jpg)

@@ -12,7 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/local.sh
-say() { printf '%s\n' "$*" >&2; }
 fail() { say "FAIL: $*"; exit 1; }
 docker info >/dev/null 2>&1 || { say "no Docker engine answers here ('docker info' fails): nothing to check"; exit 2; }
 

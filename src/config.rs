@@ -9,7 +9,7 @@ use clap::Args;
 use ipnet::IpNet;
 use url::Url;
 
-use crate::policy::Profile;
+use crate::policy::{Policy, Profile};
 
 /// Parses sizes such as `256MiB`, `1MiB`, `5000`, `0`.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -157,6 +157,14 @@ impl ServeArgs {
                 self.public_base(bound)
             )
         })
+    }
+
+    /// The media policy these flags ask for (`--profile`, `--any-max-bytes`).
+    pub fn policy(&self) -> Policy {
+        Policy {
+            profile: self.profile,
+            any_max_bytes: self.any_max_bytes,
+        }
     }
 
     /// Short URLs start with this (no trailing slash).

@@ -23,7 +23,6 @@ use crate::blobs::FileBlobs;
 use crate::cache::MediaCache;
 use crate::config::ServeArgs;
 use crate::fetch::{FetchConfig, Fetcher};
-use crate::policy::Policy;
 use crate::state::{AppState, SharedState};
 use crate::store::{self, HotStore, Invalidation};
 use crate::tls;
@@ -81,10 +80,7 @@ pub async fn build_state(
         tokens,
         limits: crate::api::limits::Limits::new(&args.limits),
         public_base,
-        policy: Policy {
-            profile: args.profile,
-            any_max_bytes: args.any_max_bytes,
-        },
+        policy: args.policy(),
         fetcher,
         cache: MediaCache::new(args.cache_bytes),
         gateway: args.gateway.gateway().map_err(ServeError::Config)?,

@@ -23,7 +23,6 @@ trap cleanup EXIT
 # interrupted exits normally; without these bash would go on to the next case.
 trap 'exit 130' INT
 trap 'exit 143' TERM
-say() { printf '%s\n' "$*" >&2; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 # --- what we need ---------------------------------------------------------------
